@@ -1,0 +1,39 @@
+# Context-compression scaling experiments: the whole DAG of the paper.
+#   snakemake -n all                               plan the 27 cells of Table 2 (config.yaml)
+#   snakemake --profile profiles/tiny paper        every table and figure with the tiny CPU preset
+#   snakemake --profile profiles/slurm paper       the same on a Slurm GPU cluster
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/tiny.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/questions.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/probes.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    """Table 2 and Figures 1-4 for the main decoder (27 cells with config.yaml)."""
+    input:
+        main_report_outputs(),
+
+
+rule ablation:
+    """Table 3: the decoder ablation."""
+    input:
+        ablation_report_outputs(),
+
+
+rule paper:
+    """Every table and figure of the paper."""
+    input:
+        main_report_outputs(),
+        ablation_report_outputs(),

@@ -1,0 +1,161 @@
+# Config validation, the experiment matrix, wildcard constraints, resources and input functions.
+# Rule files stay declarative; everything procedural lives here or in the ctxcomp package.
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+_PKG_DIR = str(Path(workflow.basedir) / "workflow")
+if _PKG_DIR not in sys.path:
+    sys.path.insert(0, _PKG_DIR)
+# Scripts run in child processes (locally and inside Slurm jobs): they must import the same package.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_DIR, os.environ.get("PYTHONPATH", "")) if p)
+
+from ctxcomp import config as C  # noqa: E402
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    C.check_references(config)
+except C.ConfigError as exc:
+    raise WorkflowError(str(exc))
+
+OUT = C.outdir(config)
+MAIN_CELLS = C.main_cells(config)
+ABLATION_CELLS = C.ablation_cells(config)
+ALL_CELLS = C.all_cells(config)
+DYNAMICS_CELL = C.dynamics_cell(config)
+TINY = config.get("tiny") or {}
+EVAL_TASKS = ["recon_fineweb", "ko_faitheval", "ko_conflictqa", "sd_fineweb", "sd_faitheval"]
+QSETS = ["fineweb", "faitheval"]
+SLURM = config.get("slurm", {})
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!x)x"
+
+
+wildcard_constraints:
+    model=_alternatives(config["models"]),
+    decoder=_alternatives(config["models"]),
+    compressor=_alternatives(config["models"]),
+    ratio=r"\d+",
+    tok=_alternatives(TINY.get("tokenizers", {})),
+    qset="|".join(QSETS),
+
+
+def cell_of(wildcards):
+    return C.Cell(wildcards.decoder, wildcards.compressor, int(wildcards.ratio))
+
+
+def cell_dir(stage, cell):
+    return f"{OUT}/{stage}/{cell.path}"
+
+
+# ------------------------------------------------------------------------------------------------ model sources
+
+
+def is_built(name):
+    return "build" in config["models"][name]
+
+
+def tokenizer_dir(name):
+    """Tiny tokenizer directory that a built model uses."""
+    return f"{OUT}/tiny/tokenizers/{config['models'][name]['build']['tokenizer']}"
+
+
+def model_inputs(*names):
+    """Pipeline-made base models these rules need (none for hub models, which load by id)."""
+    return [f"{OUT}/base/{n}" for n in names if is_built(n)]
+
+
+def chunk_tokenizer_inputs():
+    name = config["data"]["fineweb"].get("chunk_tokenizer") or config["decoder"]
+    return [tokenizer_dir(name)] if is_built(name) else []
+
+
+def chunk_tokenizer_source():
+    name = config["data"]["fineweb"].get("chunk_tokenizer") or config["decoder"]
+    return tokenizer_dir(name) if is_built(name) else config["models"][name]["hf_id"]
+
+
+# ----------------------------------------------------------------------------------------------------- resources
+
+
+def _slurm_extras(res, gpu):
+    out = {"slurm_partition": SLURM.get("gpu_partition" if gpu else "cpu_partition") or ("gpu" if gpu else "cpu")}
+    if gpu and SLURM.get("gpu_model"):
+        out["gpu_model"] = SLURM["gpu_model"]
+    if SLURM.get("constraint"):
+        out["constraint"] = SLURM["constraint"]
+    if SLURM.get("account"):
+        out["slurm_account"] = SLURM["account"]
+    return out
+
+
+def model_resources(kind):
+    """Resources of a per-cell job, from the compressor's entry in config (`train_resources`/`eval_resources`)."""
+
+    def pick(wildcards, key, default=None):
+        res = config["models"][wildcards.compressor][f"{kind}_resources"]
+        if key == "nodes":
+            return res.get("nodes", 1)
+        if key in _SLURM_KEYS:
+            return _slurm_extras(res, res["gpu"]).get(key, default)
+        return res.get(key, default)
+
+    return {
+        "gpu": lambda wc: pick(wc, "gpu"),
+        "mem_mb": lambda wc: pick(wc, "mem_mb"),
+        "runtime": lambda wc: pick(wc, "runtime"),
+        "cpus_per_task": lambda wc: pick(wc, "cpus_per_task", 1),
+        "nodes": lambda wc: pick(wc, "nodes"),
+        "slurm_partition": lambda wc: pick(wc, "slurm_partition"),
+        **({"gpu_model": lambda wc: pick(wc, "gpu_model")} if SLURM.get("gpu_model") else {}),
+        **({"constraint": lambda wc: pick(wc, "constraint")} if SLURM.get("constraint") else {}),
+        **({"slurm_account": lambda wc: pick(wc, "slurm_account")} if SLURM.get("account") else {}),
+    }
+
+
+_SLURM_KEYS = {"slurm_partition", "gpu_model", "constraint", "slurm_account"}
+
+
+def cpu_resources(mem_mb=4000, runtime=60):
+    return {"mem_mb": mem_mb, "runtime": runtime, **_slurm_extras({}, 0)}
+
+
+def model_threads(kind):
+    return lambda wc: config["models"][wc.compressor][f"{kind}_resources"].get("cpus_per_task", 1)
+
+
+# ------------------------------------------------------------------------------------------------------- targets
+
+
+def eval_outputs(cell):
+    return [f"{cell_dir('eval', cell)}/{task}.json" for task in EVAL_TASKS]
+
+
+def report_tables(prefix):
+    return [f"{OUT}/report/{prefix}.{ext}" for ext in ("md", "csv", "tex")]
+
+
+FIGURES = ["fig1_centre", "fig2_loss", "fig3a_erank_size", "fig3b_erank_steps", "fig3c_erank_ko",
+           "fig4a_entropy_size", "fig4b_entropy_steps", "fig4c_entropy_drift", "figG2_rank_truncation"]
+
+
+def main_report_outputs():
+    return (
+        report_tables("table2")
+        + report_tables("rank_truncation")
+        + [f"{OUT}/report/{fig}.{ext}" for fig in FIGURES for ext in ("png", "pdf")]
+        + (report_tables("rag_musique") if config["evaluate"].get("rag", {}).get("enabled") else [])
+        + [f"{OUT}/report/index.md"]
+    )
+
+
+def ablation_report_outputs():
+    if not ABLATION_CELLS:
+        return []
+    return report_tables("table3") + [f"{OUT}/report/ablation_index.md"]

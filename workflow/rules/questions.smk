@@ -1,0 +1,25 @@
+# Semantic-drift questions: DeepSeek-R1 (or any OpenAI-compatible endpoint), or the offline backend.
+
+
+def question_contexts(wildcards):
+    return f"{OUT}/data/fineweb/eval.jsonl" if wildcards.qset == "fineweb" else f"{OUT}/data/faitheval.jsonl"
+
+
+rule generate_questions:
+    input:
+        contexts=question_contexts,
+    output:
+        questions=f"{OUT}/questions/{{qset}}.jsonl",
+        report=f"{OUT}/questions/{{qset}}.report.json",
+    params:
+        questions=lambda wc: {k: v for k, v in config["questions"].items() if k != "contexts"},
+        n_contexts=lambda wc: config["questions"].get("contexts", {}).get(wc.qset, 0),
+        cache_dir=f"{OUT}/questions/cache",
+    log:
+        f"{OUT}/logs/generate_questions/{{qset}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/generate_questions/{{qset}}.tsv"
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=720),
+    script:
+        "../scripts/generate_questions.py"

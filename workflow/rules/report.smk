@@ -1,0 +1,58 @@
+# Tables 2 and 3, Figures 1-4, rank truncation, and an index of every artifact with its provenance.
+
+
+def rag_enabled():
+    return bool(config["evaluate"].get("rag", {}).get("enabled"))
+
+
+def cell_results(cells):
+    out = []
+    for cell in cells:
+        out += eval_outputs(cell)
+        out.append(f"{cell_dir('eval', cell)}/rank_truncation.json")
+        out.append(f"{cell_dir('probes', cell)}/probes.json")
+        out.append(f"{cell_dir('probes', cell)}/entropy.samples.jsonl")
+        out.append(f"{cell_dir('train', cell)}/loss.csv")
+        out.append(f"{cell_dir('train', cell)}/summary.json")
+        if rag_enabled():
+            out.append(f"{cell_dir('eval', cell)}/rag_musique.json")
+    return out
+
+
+rule report_main:
+    input:
+        cells=cell_results(MAIN_CELLS),
+        dynamics=[f"{cell_dir('dynamics', DYNAMICS_CELL)}/checkpoints.csv"] if DYNAMICS_CELL else [],
+        train_dynamics=[f"{cell_dir('train', DYNAMICS_CELL)}/dynamics.csv"] if DYNAMICS_CELL else [],
+    output:
+        main_report_outputs(),
+    params:
+        out=OUT,
+        cells=[c.path for c in MAIN_CELLS],
+        dynamics_cell=DYNAMICS_CELL.path if DYNAMICS_CELL else None,
+        models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
+        config_hash=C.stable_hash(config),
+    log:
+        f"{OUT}/logs/report_main.log",
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    script:
+        "../scripts/report_main.py"
+
+
+rule report_ablation:
+    input:
+        cells=cell_results(ABLATION_CELLS),
+    output:
+        ablation_report_outputs(),
+    params:
+        out=OUT,
+        cells=[c.path for c in ABLATION_CELLS],
+        models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
+        config_hash=C.stable_hash(config),
+    log:
+        f"{OUT}/logs/report_ablation.log",
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    script:
+        "../scripts/report_ablation.py"

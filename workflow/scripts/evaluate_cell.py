@@ -1,0 +1,2 @@
+"""Rule evaluate_cell (placeholder until implemented)."""
+raise NotImplementedError("evaluate_cell")

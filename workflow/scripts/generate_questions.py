@@ -1,0 +1,2 @@
+"""Rule generate_questions (placeholder until implemented)."""
+raise NotImplementedError("generate_questions")

@@ -1,0 +1,2 @@
+"""Rule prepare_fineweb (placeholder until implemented)."""
+raise NotImplementedError("prepare_fineweb")

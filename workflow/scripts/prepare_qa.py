@@ -1,0 +1,2 @@
+"""Rule prepare_qa (placeholder until implemented)."""
+raise NotImplementedError("prepare_qa")

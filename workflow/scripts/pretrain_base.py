@@ -1,0 +1,2 @@
+"""Rule pretrain_base (placeholder until implemented)."""
+raise NotImplementedError("pretrain_base")

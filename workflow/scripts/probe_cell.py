@@ -1,0 +1,2 @@
+"""Rule probe_cell (placeholder until implemented)."""
+raise NotImplementedError("probe_cell")

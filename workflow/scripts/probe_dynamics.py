@@ -1,0 +1,2 @@
+"""Rule probe_dynamics (placeholder until implemented)."""
+raise NotImplementedError("probe_dynamics")

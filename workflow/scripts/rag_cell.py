@@ -1,0 +1,2 @@
+"""Rule rag_cell (placeholder until implemented)."""
+raise NotImplementedError("rag_cell")

@@ -1,0 +1,2 @@
+"""Rule report_ablation (placeholder until implemented)."""
+raise NotImplementedError("report_ablation")

@@ -1,0 +1,2 @@
+"""Rule report_main (placeholder until implemented)."""
+raise NotImplementedError("report_main")

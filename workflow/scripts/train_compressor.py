@@ -1,0 +1,2 @@
+"""Rule train_compressor (placeholder until implemented)."""
+raise NotImplementedError("train_compressor")

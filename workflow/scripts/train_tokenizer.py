@@ -1,0 +1,2 @@
+"""Rule train_tokenizer (placeholder until implemented)."""
+raise NotImplementedError("train_tokenizer")
