@@ -24,6 +24,7 @@ rule probe_cell:
 
 rule probe_dynamics:
     input:
+        model=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/final",
         probe_checkpoints=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/probe_checkpoints",
         dynamics=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/dynamics.csv",
         faitheval=f"{OUT}/data/faitheval.jsonl",

@@ -1,2 +1,15 @@
-"""Rule report_main (placeholder until implemented)."""
-raise NotImplementedError("report_main")
+"""Rule report_main: Table 2, rank truncation, RAG, Figures 1-4 and G.2, and the index (ctxcomp.report)."""
+from ctxcomp.logs import setup_job
+
+setup_job(snakemake)  # noqa: F821 - injected by Snakemake
+
+from ctxcomp.report import build_main_report  # noqa: E402
+
+build_main_report(
+    out=snakemake.params.out,  # noqa: F821
+    cells=list(snakemake.params.cells),  # noqa: F821
+    dynamics_cell=snakemake.params.dynamics_cell,  # noqa: F821
+    models=dict(snakemake.params.models),  # noqa: F821
+    config_hash=snakemake.params.config_hash,  # noqa: F821
+    outputs=list(snakemake.output),  # noqa: F821
+)

@@ -1,0 +1,99 @@
+"""End to end on the results fixture: every report file is produced, well-formed and indexed."""
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import ctxcomp  # noqa: F401
+except ImportError:  # not installed: use the work tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+
+import results_fixture as rf
+from ctxcomp.report import build_ablation_report, build_main_report, main_report_files
+from ctxcomp.report.index import sha256_file
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    args = rf.write_results(tmp_path_factory.mktemp("build") / "results" / "run")
+    build_main_report(out=args["out"], cells=args["cells"], dynamics_cell=args["dynamics_cell"],
+                      models=args["models"], config_hash="cfg123", outputs=args["main_outputs"])
+    build_ablation_report(out=args["out"], cells=args["ablation_cells"], models=args["models"],
+                          config_hash="cfg123", outputs=args["ablation_outputs"])
+    return args
+
+
+def test_all_outputs_exist_and_are_well_formed(built):
+    report = Path(built["out"]) / "report"
+    expected = {Path(p) for p in built["main_outputs"] + built["ablation_outputs"]}
+    assert {p for p in report.iterdir() if not p.name.startswith(".")} == expected  # exactly those, no temp files
+    for p in expected:
+        data = p.read_bytes()
+        assert data, p
+        if p.suffix == ".png":
+            assert data.startswith(PNG), p
+        elif p.suffix == ".pdf":
+            assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:], p
+
+
+def test_outputs_match_workflow_list(built):
+    got = [str(p) for p in main_report_files(built["out"], rag=True)]
+    assert got == built["main_outputs"]
+
+
+def test_index_lists_artifacts_and_provenance(built):
+    report = Path(built["out"]) / "report"
+    index = (report / "index.md").read_text()
+    assert "`cfg123`" in index and "Report commit" in index
+    for p in built["main_outputs"]:
+        p = Path(p)
+        if p.name == "index.md":
+            continue
+        row = f"| `report/{p.name}` | {p.stat().st_size} | `{sha256_file(p)[:12]}` |"
+        assert row in index
+    assert f"| `{rf.MISSING}` | (no result files) |" in index
+    assert rf.COMMIT[:12] in index
+    abl = (report / "ablation_index.md").read_text()
+    assert "`report/table3.md`" in abl and "dec_b/qwen-s/r16" in abl and "`report/table2.md`" not in abl
+
+
+def test_table2_shows_missing_cell(built):
+    md = (Path(built["out"]) / "report" / "table2.md").read_text()
+    last = [line for line in md.splitlines() if line.startswith("| 16 | LLaMA-3.2 | 3B")][0]
+    assert last.count("\u2014") == 5
+
+
+def test_unknown_output_is_refused(built):
+    bogus = str(Path(built["out"]) / "report" / "fig9_nothing.png")
+    with pytest.raises(ValueError, match="fig9_nothing"):
+        build_main_report(out=built["out"], cells=built["cells"], dynamics_cell=None, models=built["models"],
+                          config_hash="x", outputs=[bogus])
+
+
+def test_minimal_run_without_dynamics_or_rag(tmp_path):
+    """One computed cell, no dynamics cell, RAG not requested: every figure still renders, no RAG table is made."""
+    out = tmp_path / "results" / "mini"
+    cell = "dec/qwen-s/r4"
+    rf.write_cell(out, cell, rag=False)
+    outputs = rf.main_outputs(out, rag=False)
+    build_main_report(out=str(out), cells=[cell, "dec/qwen-l/r4"], dynamics_cell=None, models=rf.MODELS,
+                      config_hash="h", outputs=outputs)
+    for p in outputs:
+        assert Path(p).stat().st_size > 0
+    assert not (out / "report" / "rag_musique.md").exists()
+    # Relative paths (as Snakemake passes them) resolve to the same files.
+    (out / "report" / "table2.md").unlink()
+    cwd = Path.cwd()
+    try:
+        import os
+
+        os.chdir(tmp_path)
+        build_main_report(out="results/mini", cells=[cell], dynamics_cell=None, models=rf.MODELS, config_hash="h",
+                          outputs=["results/mini/report/table2.md", "results/mini/report/table2.csv",
+                                   "results/mini/report/table2.tex"])
+    finally:
+        os.chdir(cwd)
+    assert (out / "report" / "table2.md").exists()

@@ -1,0 +1,43 @@
+"""Rank truncation of the memory (paper App. G.2): how much of Z's spectrum the decoder actually needs.
+
+For each sample's memory Z in R^{M x d}, take the SVD Z = U S V^T, keep the smallest k whose cumulative energy
+sum_{i<=k} sigma_i^2 / sum_i sigma_i^2 reaches `energy` (in (0, 1]), and rebuild Z_k = U_k S_k V_k^T. Re-running
+KO questions on Z_k shows whether accuracy lives in a few dominant directions (energy 1.0 returns Z unchanged).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def truncate_energy(z: torch.Tensor, energy: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample energy-based SVD truncation of z [..., M, d]. Returns (truncated z, kept ranks [...]).
+
+    The result has z's shape and dtype; the SVD runs in float32 (float64 for float64 input). An all-zero memory keeps
+    rank 0 and stays zero.
+    """
+    if not 0.0 < energy <= 1.0:
+        raise ValueError(f"energy must be in (0, 1], got {energy}")
+    if z.ndim < 2:
+        raise ValueError(f"z must be [..., M, d], got shape {tuple(z.shape)}")
+    lead = z.shape[:-2]
+    work_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    x = z.detach().to(work_dtype).reshape(-1, *z.shape[-2:])
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    if energy >= 1.0:
+        return z.clone(), _numerical_rank(s).reshape(lead)
+    e = s.pow(2)
+    total = e.sum(dim=-1, keepdim=True)
+    frac = e.cumsum(dim=-1) / total.clamp_min(torch.finfo(work_dtype).tiny)
+    # smallest k with frac[k-1] >= energy; guard against rounding leaving the last entry just below 1.
+    frac[..., -1] = 1.0
+    ranks = (frac < energy - 4 * torch.finfo(work_dtype).eps).sum(dim=-1) + 1
+    ranks = torch.where(total.squeeze(-1) > 0, ranks, torch.zeros_like(ranks))
+    keep = torch.arange(s.shape[-1], device=s.device)[None, :] < ranks[:, None]
+    out = (u * (s * keep)[:, None, :]) @ vh
+    return out.reshape(z.shape).to(z.dtype), ranks.reshape(lead)
+
+
+def _numerical_rank(s: torch.Tensor) -> torch.Tensor:
+    """Number of singular values above the usual numerical-rank tolerance (max sigma * max(M, d) * eps)."""
+    tol = s.amax(dim=-1, keepdim=True) * max(s.shape[-1], 1) * torch.finfo(s.dtype).eps
+    return (s > tol).sum(dim=-1)

@@ -1,0 +1,99 @@
+"""Training engines: the few calls the loop needs, implemented for plain PyTorch and for DeepSpeed.
+
+    forward(batch, weights) -> dict     backward(loss)        step(lr, clip) -> grad norm
+    save(root, step, extra, keep)       load_latest(root) -> extra | None
+    autocast()                          reduce_row(row)       module / rank / world_size / accum / is_main
+
+`backward` takes the micro-batch loss as is: each engine applies the 1/accumulation scaling its own way.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accumulation_steps(settings: dict, world: int) -> int:
+    tr = settings["train"]
+    micro = tr["micro_batch_size"]
+    if tr["global_batch_size"] % (micro * world):
+        raise ValueError(f"train.global_batch_size={tr['global_batch_size']} is not a multiple of "
+                         f"micro_batch_size x world size = {micro} x {world}")
+    return tr["global_batch_size"] // (micro * world)
+
+
+def choose_engine(settings: dict, requested: str | None = None) -> str:
+    """DeepSpeed when asked, or when the job spans several GPUs or nodes; plain PyTorch otherwise."""
+    requested = requested or settings["train"].get("engine", "auto")
+    if requested != "auto":
+        return requested
+    comp = settings["compressor"]
+    multi = comp.get("gpus", 0) > 1 or comp.get("nodes", 1) > 1 or world_size() > 1
+    return "deepspeed" if multi else "torch"
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, module: torch.nn.Module, settings: dict):
+        tr = settings["train"]
+        self.module = module
+        self.rank, self.world_size, self.is_main = 0, 1, True
+        self.accum = accumulation_steps(settings, 1)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=tr["lr"], betas=tuple(tr.get("adam_betas", (0.9, 0.95))),
+                                           weight_decay=tr.get("weight_decay", 0.0))
+        self.device_type = next(module.parameters()).device.type
+
+    def autocast(self):
+        if self.device_type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def forward(self, batch: dict, weights: dict) -> dict:
+        return self.module(batch, weights=weights)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accum).backward()
+
+    def step(self, lr: float, clip: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def save(self, root, step: int, extra: dict, keep: int) -> None:
+        ckpt.save_checkpoint(root, step, self.module, self.optimizer, extra, keep)
+
+    def load_latest(self, root) -> dict | None:
+        found = ckpt.latest_checkpoint(root)
+        if found is None:
+            return None
+        return ckpt.load_checkpoint(found[1], self.module, self.optimizer)
+
+    def reduce_row(self, row: dict) -> dict:
+        return row
+
+
+def make_engine(module: torch.nn.Module, settings: dict, requested: str | None = None) -> Any:
+    name = choose_engine(settings, requested)
+    if name == "torch":
+        return TorchEngine(module, settings)
+    if name == "deepspeed":
+        from .ds_engine import DeepSpeedEngine
+
+        return DeepSpeedEngine(module, settings)
+    raise ValueError(f"unknown training engine {name!r} (expected auto, torch or deepspeed)")

@@ -1,0 +1,259 @@
+"""Training one cell: compressor + adapter + memory + markers against a frozen decoder, loss L_re + L_nt.
+
+The loop is engine-agnostic: `TorchEngine` (one process, CPU or one GPU) and `DeepSpeedEngine` (ZeRO, many GPUs
+or nodes) expose the same few calls, so the data order, logging, probes, checkpoints and the resume logic are the
+same code on a laptop and on 16 GPUs.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..io import atomic_dir, atomic_write, provenance, read_jsonl, write_json
+from ..model.collate import Collator, to_device
+from ..model.load import build_for_training, pick_device, pick_dtype, save_trained
+from .data import JsonlIndex, batch_indices, rank_slice
+from .engine import make_engine
+from .schedule import lr_at
+
+log = logging.getLogger(__name__)
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
+LOSS_COLUMNS = ["step", "loss", "loss_re", "loss_nt", "lr", "grad_norm", "tokens_per_s", "elapsed_s"]
+DYN_COLUMNS = ["step", "erank", "entropy"]
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGUSR1 (what Slurm sends before a time limit or preemption) and SIGINT."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. under a test runner thread)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("received signal %d: checkpointing at the end of this step", signum)
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+class Preempted(SystemExit):
+    def __init__(self) -> None:
+        super().__init__(EXIT_PREEMPTED)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_csv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
+    with atomic_write(path, newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _mean(xs: list[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+class Trainer:
+    def __init__(self, settings: dict, train_path: str, probe_path: str, run_dir: str,
+                 engine: str | None = None, stop_at_step: int | None = None):
+        self.settings = settings
+        self.tr = settings["train"]
+        self.run_dir = Path(run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.probe_root = self.run_dir / "probe_checkpoints.partial"
+        self.stop_at_step = stop_at_step  # test hook: behave as if preempted after this step
+        seed_everything(settings["seed"])
+        self.device = pick_device()
+        if os.environ.get("LOCAL_RANK") is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(self.device)
+        self.dtype = pick_dtype(self.device)
+        model, self.comp_tok, self.dec_tok = build_for_training(settings, self.device, self.dtype)
+        seg = settings["segment"]
+        self.collate = Collator(self.comp_tok, self.dec_tok, seg["segment_tokens"], seg["continuation_tokens"])
+        self.data = JsonlIndex(train_path)
+        self.probe_records = read_jsonl(probe_path)[: self.tr.get("probe_batch_size", 16)]
+        self.engine = make_engine(model, settings, engine)
+        self.model = self.engine.module
+        self.accum = self.engine.accum
+        self.history: list[dict] = []
+        self.dynamics: list[dict] = []
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def micro_batches(self, step: int) -> list[dict]:
+        idx = batch_indices(step, self.tr["global_batch_size"], len(self.data), self.settings["seed"])
+        mine = rank_slice(idx, self.engine.rank, self.engine.world_size)
+        micro = self.tr["micro_batch_size"]
+        return [self.collate([self.data[int(i)] for i in mine[j : j + micro]]) for j in range(0, len(mine), micro)]
+
+    def probe(self, step: int) -> dict:
+        from ..evaluate.probes import probe_batch
+
+        self.model.eval()
+        batch = to_device(self.collate(self.probe_records), self.device)
+        with torch.no_grad(), self.engine.autocast():
+            res = probe_batch(self.model, batch)
+        self.model.train()
+        row = {"step": step, "erank": res["erank"], "entropy": res["entropy_mean"]}
+        log.info("probe @%d: erank %.3f entropy %.3f", step, row["erank"], row["entropy"])
+        return row
+
+    def save_probe_checkpoint(self, step: int) -> None:
+        if not self.engine.is_main:
+            return
+        target = self.probe_root / f"step_{step:08d}"
+        if target.exists():
+            return
+        with atomic_dir(target) as tmp:
+            comp = self.model.compressor
+            is_lora = hasattr(comp, "peft_config")
+            comp.save_pretrained(tmp / ("compressor_lora" if is_lora else "compressor"))
+            torch.save({k: v.detach().cpu() for k, v in self.model.head.state_dict().items()}, tmp / "head.pt")
+
+    @torch.no_grad()
+    def shuffle_gap(self, records: list[dict]) -> dict:
+        """L_re with each sample's own Z versus Z rolled by one across the batch: positive gap = Z carries content."""
+        self.model.eval()
+        batch = to_device(self.collate(records), self.device)
+        B = batch["comp_ids"].shape[0]
+        w = {"reconstruct": 1.0, "continue": 0.0}
+        with self.engine.autocast():
+            own = float(self.model(batch, weights=w)["loss"])
+            perm = torch.roll(torch.arange(B, device=self.device), 1)
+            shuffled = float(self.model(batch, weights=w, z_perm=perm)["loss"])
+        self.model.train()
+        return {"loss_own_z": own, "loss_shuffled_z": shuffled, "gap": shuffled - own, "batch": B}
+
+    # -------------------------------------------------------------------------------------------------- loop
+    def resume(self) -> int:
+        extra = self.engine.load_latest(self.ckpt_root)
+        if extra is None:
+            return 0
+        self.history = extra["history"]
+        self.dynamics = extra["dynamics"]
+        log.info("resumed from step %d", extra["step"])
+        return int(extra["step"])
+
+    def checkpoint(self, step: int) -> None:
+        self.engine.save(self.ckpt_root, step, {"history": self.history, "dynamics": self.dynamics},
+                         keep=self.tr.get("keep_checkpoints", 2))
+
+    def run(self) -> None:
+        from tqdm import tqdm
+
+        tr = self.tr
+        max_steps = tr["max_steps"]
+        start = self.resume()
+        weights = tr["loss_weights"]
+        self.model.train()
+        t_start = time.time()
+        elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
+        with StopFlag() as stop:
+            bar = tqdm(range(start, max_steps), initial=start, total=max_steps, desc="train", mininterval=10,
+                       disable=not self.engine.is_main)
+            for step in bar:
+                t0 = time.time()
+                lr = lr_at(step, tr["lr"], tr["warmup_steps"], max_steps, tr.get("min_lr_ratio", 0.1))
+                parts: dict[str, list[float]] = {"loss": [], "loss_re": [], "loss_nt": []}
+                tokens = 0
+                for mb in self.micro_batches(step):
+                    mb = to_device(mb, self.device)
+                    with self.engine.autocast():
+                        out = self.engine.forward(mb, weights)
+                    self.engine.backward(out["loss"])
+                    for k in parts:
+                        if k in out:
+                            parts[k].append(float(out[k].detach()))
+                    tokens += int(out["tokens"])
+                grad_norm = self.engine.step(lr, tr["grad_clip"])
+                done = step + 1
+                dt = time.time() - t0
+                row = {"step": done, "loss": _mean(parts["loss"]), "loss_re": _mean(parts["loss_re"]),
+                       "loss_nt": _mean(parts["loss_nt"]), "lr": lr, "grad_norm": grad_norm,
+                       "tokens_per_s": tokens * self.engine.world_size / max(dt, 1e-9),
+                       "elapsed_s": elapsed0 + time.time() - t_start}
+                self.history.append(self.engine.reduce_row(row))
+                bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+                if done % tr["probe_every"] == 0 or done == max_steps:
+                    self.dynamics.append(self.probe(done))
+                    if tr.get("keep_probe_checkpoints"):
+                        self.save_probe_checkpoint(done)
+                preempt = bool(stop) or (self.stop_at_step is not None and done == self.stop_at_step)
+                if done % tr["checkpoint_every"] == 0 or preempt:
+                    self.checkpoint(done)
+                if preempt and done < max_steps:
+                    log.warning("stopping after step %d; the next run resumes from its checkpoint", done)
+                    raise Preempted()
+
+    def finish(self, out_final: str, out_probe: str, out_loss: str, out_dyn: str, out_summary: str) -> dict:
+        gap = self.shuffle_gap(self.probe_records)
+        log.info("shuffle control: %s", gap)
+        summary = {
+            "cell": self.settings["cell"],
+            "steps": self.tr["max_steps"],
+            "final_loss": self.history[-1]["loss"] if self.history else None,
+            "final_loss_re": self.history[-1]["loss_re"] if self.history else None,
+            "final_loss_nt": self.history[-1]["loss_nt"] if self.history else None,
+            "shuffle_gap": gap,
+            "engine": self.engine.name,
+            "world_size": self.engine.world_size,
+            "grad_accum": self.accum,
+            "wall_s": self.history[-1]["elapsed_s"] if self.history else 0.0,
+            "provenance": provenance(self.settings),
+        }
+        if not self.engine.is_main:
+            return summary
+        with atomic_dir(out_final) as tmp:
+            save_trained(self.model, self.comp_tok, self.dec_tok, tmp,
+                         {"settings": self.settings, "provenance": summary["provenance"]})
+        # Probe checkpoints exist only for the dynamics cell; other cells get an empty directory with a note.
+        self.probe_root.mkdir(parents=True, exist_ok=True)
+        (self.probe_root / "README.json").write_text(
+            '{"keep_probe_checkpoints": %s}\n' % str(bool(self.tr.get("keep_probe_checkpoints"))).lower())
+        if Path(out_probe).exists():
+            import shutil
+
+            shutil.rmtree(out_probe)
+        os.replace(self.probe_root, out_probe)
+        write_csv(out_loss, self.history, LOSS_COLUMNS)
+        write_csv(out_dyn, self.dynamics, DYN_COLUMNS)
+        write_json(out_summary, summary)
+        return summary
+
+
+def train_cell(settings: dict, train_path: str, probe_path: str, run_dir: str, outputs: dict[str, str],
+               engine: str | None = None, stop_at_step: int | None = None) -> dict:
+    """Train one cell to `settings.train.max_steps`, resuming from `run_dir/checkpoints` if a checkpoint exists."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    trainer = Trainer(settings, train_path, probe_path, run_dir, engine=engine, stop_at_step=stop_at_step)
+    trainer.run()
+    return trainer.finish(outputs["final"], outputs["probe_checkpoints"], outputs["loss"], outputs["dynamics"],
+                          outputs["summary"])
