@@ -142,7 +142,8 @@ def test_conflictqa_record_fields_and_order(conflictqa):
     r = recs[0]
     assert r["question"] == "Are more people today related to Genghis Khan than Julius Caesar?"
     assert r["meta"]["llm"] == "chatgpt" and r["meta"]["origin"].endswith("conflictQA-strategyQA-chatgpt.json:1")
-    assert r["candidates"][r["correct_index"]] == "More people today are not related to Genghis Khan than Julius Caesar."
+    counter = "More people today are not related to Genghis Khan than Julius Caesar."
+    assert r["candidates"][r["correct_index"]] == counter
     assert r["context"].startswith("Recent studies have shown that the genetic legacy of Genghis Khan")
     # the correct answer is not always first, and the order is a function of (seed, id)
     counts = st["correct_index_counts"]

@@ -1,4 +1,7 @@
 """End to end on the results fixture: every report file is produced, well-formed and indexed."""
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,8 +91,6 @@ def test_minimal_run_without_dynamics_or_rag(tmp_path):
     (out / "report" / "table2.md").unlink()
     cwd = Path.cwd()
     try:
-        import os
-
         os.chdir(tmp_path)
         build_main_report(out="results/mini", cells=[cell], dynamics_cell=None, models=rf.MODELS, config_hash="h",
                           outputs=["results/mini/report/table2.md", "results/mini/report/table2.csv",
@@ -97,3 +98,34 @@ def test_minimal_run_without_dynamics_or_rag(tmp_path):
     finally:
         os.chdir(cwd)
     assert (out / "report" / "table2.md").exists()
+
+
+_RUNNER = """
+import json, runpy, sys
+from types import SimpleNamespace
+a = json.loads(sys.argv[2])
+smk = SimpleNamespace(params=SimpleNamespace(**a["params"]), output=a["output"], log=[a["log"]], threads=1)
+runpy.run_path(sys.argv[1], init_globals={"snakemake": smk}, run_name="__main__")
+"""
+
+
+def _run_script(script: str, params: dict, output: list[str], log: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "workflow"), os.environ.get("PYTHONPATH", "")])}
+    arg = json.dumps({"params": params, "output": output, "log": str(log)})
+    subprocess.run([sys.executable, "-c", _RUNNER, str(repo / "workflow" / "scripts" / script), arg], env=env,
+                   check=True, timeout=120)
+
+
+def test_scripts_run_with_snakemake_object(tmp_path):
+    """The rule scripts pass the rule's params and outputs through (tables only, to stay fast)."""
+    args = rf.write_results(tmp_path / "run", rag=False)
+    report = Path(args["out"]) / "report"
+    main_out = [str(report / f"table2.{e}") for e in ("md", "csv", "tex")]
+    _run_script("report_main.py", {"out": args["out"], "cells": args["cells"], "dynamics_cell": args["dynamics_cell"],
+                                   "models": args["models"], "config_hash": "h1"}, main_out, tmp_path / "main.log")
+    _run_script("report_ablation.py", {"out": args["out"], "cells": args["ablation_cells"], "models": args["models"],
+                                       "config_hash": "h2"}, args["ablation_outputs"], tmp_path / "abl.log")
+    assert all(Path(p).exists() for p in main_out + args["ablation_outputs"])
+    assert "`h2`" in (report / "ablation_index.md").read_text()
+    assert "wrote" in (tmp_path / "main.log").read_text()

@@ -20,6 +20,12 @@ from typing import Any, Iterable, Iterator
 
 from .config import REPO_ROOT, stable_hash
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 _PACKAGES = ("torch", "transformers", "tokenizers", "deepspeed", "peft", "sacrebleu", "datasets", "snakemake",
              "openai", "numpy", "scipy", "pandas")
 
@@ -30,6 +36,7 @@ def atomic_write(path: str | Path, mode: str = "w", **kw: Any) -> Iterator[Any]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; results are meant to be shared
     try:
         with os.fdopen(fd, mode, **kw) as fh:
             yield fh
@@ -48,6 +55,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():

@@ -31,6 +31,7 @@ TINY = config.get("tiny") or {}
 EVAL_TASKS = ["recon_fineweb", "ko_faitheval", "ko_conflictqa", "sd_fineweb", "sd_faitheval"]
 QSETS = ["fineweb", "faitheval"]
 SLURM = config.get("slurm", {})
+RAG_ENABLED = bool(config["evaluate"].get("rag", {}).get("enabled"))
 
 
 def _alternatives(names):
@@ -150,7 +151,7 @@ def main_report_outputs():
         report_tables("table2")
         + report_tables("rank_truncation")
         + [f"{OUT}/report/{fig}.{ext}" for fig in FIGURES for ext in ("png", "pdf")]
-        + (report_tables("rag_musique") if config["evaluate"].get("rag", {}).get("enabled") else [])
+        + (report_tables("rag_musique") if RAG_ENABLED else [])
         + [f"{OUT}/report/index.md"]
     )
 

@@ -17,6 +17,8 @@ rule prepare_fineweb:
         f"{OUT}/logs/prepare_fineweb.log",
     resources:
         **cpu_resources(mem_mb=16000, runtime=600),
+    conda:
+        "../../envs/data.yaml"
     script:
         "../scripts/prepare_fineweb.py"
 
@@ -34,5 +36,7 @@ rule prepare_qa:
         f"{OUT}/logs/prepare_qa/{{qa}}.log",
     resources:
         **cpu_resources(mem_mb=4000, runtime=60),
+    conda:
+        "../../envs/data.yaml"
     script:
         "../scripts/prepare_qa.py"

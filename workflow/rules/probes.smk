@@ -18,6 +18,8 @@ rule probe_cell:
     threads: model_threads("eval")
     resources:
         **model_resources("eval"),
+    conda:
+        "../../envs/gpu.yaml"
     script:
         "../scripts/probe_cell.py"
 
@@ -39,5 +41,7 @@ rule probe_dynamics:
     threads: model_threads("eval")
     resources:
         **model_resources("eval"),
+    conda:
+        "../../envs/gpu.yaml"
     script:
         "../scripts/probe_dynamics.py"

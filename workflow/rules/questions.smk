@@ -21,5 +21,7 @@ rule generate_questions:
         f"{OUT}/benchmarks/generate_questions/{{qset}}.tsv"
     resources:
         **cpu_resources(mem_mb=4000, runtime=720),
+    conda:
+        "../../envs/questions.yaml"
     script:
         "../scripts/generate_questions.py"

@@ -1,10 +1,6 @@
 # Tables 2 and 3, Figures 1-4, rank truncation, and an index of every artifact with its provenance.
 
 
-def rag_enabled():
-    return bool(config["evaluate"].get("rag", {}).get("enabled"))
-
-
 def cell_results(cells):
     out = []
     for cell in cells:
@@ -14,7 +10,7 @@ def cell_results(cells):
         out.append(f"{cell_dir('probes', cell)}/entropy.samples.jsonl")
         out.append(f"{cell_dir('train', cell)}/loss.csv")
         out.append(f"{cell_dir('train', cell)}/summary.json")
-        if rag_enabled():
+        if RAG_ENABLED:
             out.append(f"{cell_dir('eval', cell)}/rag_musique.json")
     return out
 
@@ -36,6 +32,8 @@ rule report_main:
         f"{OUT}/logs/report_main.log",
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
+    conda:
+        "../../envs/report.yaml"
     script:
         "../scripts/report_main.py"
 
@@ -54,5 +52,7 @@ rule report_ablation:
         f"{OUT}/logs/report_ablation.log",
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
+    conda:
+        "../../envs/report.yaml"
     script:
         "../scripts/report_ablation.py"

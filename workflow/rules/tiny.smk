@@ -13,6 +13,8 @@ rule train_tokenizer:
         f"{OUT}/logs/train_tokenizer/{{tok}}.log",
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
+    conda:
+        "../../envs/data.yaml"
     script:
         "../scripts/train_tokenizer.py"
 
@@ -34,5 +36,7 @@ rule pretrain_base:
     threads: 1
     resources:
         **cpu_resources(mem_mb=2000, runtime=30),
+    conda:
+        "../../envs/data.yaml"
     script:
         "../scripts/pretrain_base.py"

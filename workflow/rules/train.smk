@@ -24,5 +24,7 @@ rule train_compressor:
     threads: model_threads("train")
     resources:
         **model_resources("train"),
+    conda:
+        "../../envs/gpu.yaml"
     script:
         "../scripts/train_compressor.py"

@@ -66,7 +66,8 @@ def iter_documents(fw: dict, errors: ErrorLog, **hub_kwargs: Any) -> Iterator[tu
     """(doc_id, text) of each document: streamed from the hub, or read from a local JSONL file (or folder of them).
 
     The doc id is the row's `id` (FineWeb has one) or else `<file stem>:<line>`. Rows without a string text field
-    go to `errors`. `data_files` (config) and `hub_kwargs` go to `load_dataset`; with path "json" that reads local files offline.
+    go to `errors`. `data_files` (config) and `hub_kwargs` go to `load_dataset`; with path "json" that reads
+    local files offline.
     """
     field = fw.get("text_field") or "text"
     schema = {"type": "object", "required": [field], "properties": {field: {"type": "string"}}}

@@ -131,7 +131,8 @@ def record_problems(rec: Any, kind: str | None = None) -> list[str]:
                     for e in val.iter_errors(rec)]
     if kind == "choice" and isinstance(rec.get("candidates"), list) and isinstance(rec.get("correct_index"), int):
         if rec["correct_index"] >= len(rec["candidates"]):
-            problems.append(f"correct_index {rec['correct_index']} out of range for {len(rec['candidates'])} candidates")
+            n = len(rec["candidates"])
+            problems.append(f"correct_index {rec['correct_index']} out of range for {n} candidates")
     return problems
 
 

@@ -69,6 +69,9 @@ def evaluate_cell(settings: dict, inputs: dict[str, str], outputs: dict[str, str
         _write_task(outputs[f"sd_{name}"], f"sd_{name}", summary, rows, settings, prov)
         results[f"sd_{name}"] = summary["value"]
 
+    if "rag" in outputs:
+        results["rag_musique"] = rag_cell(settings, inputs, outputs["rag"], loaded=(model, collate))["em"]
+
     trunc = tasks.rank_truncation(model, collate, ko, ev.get("truncation_energy", [0.5, 0.9, 0.99]), bs, max_seg)
     write_json(outputs["truncation"], {**trunc, "cell": settings["cell"], "provenance": prov})
     log.info("evaluated %s in %.1f s: %s", settings["cell"], time.time() - t0, results)
@@ -138,11 +141,12 @@ def probe_dynamics(settings: dict, inputs: dict[str, str], out_csv: str) -> list
     return rows
 
 
-def rag_cell(settings: dict, inputs: dict[str, str], out_json: str) -> dict:
+def rag_cell(settings: dict, inputs: dict[str, str], out_json: str, loaded: tuple | None = None) -> dict:
+    """Downstream RAG on MuSiQue (EM/F1) with compressed retrieved passages."""
     from .rag import musique_rag
 
     ev = settings["evaluate"]
-    model, collate, _ = _load(inputs["model"])
+    model, collate = loaded if loaded else _load(inputs["model"])[:2]
     recs = _cap(read_jsonl(inputs["musique"]), ev.get("max_records", 0))
     summary, rows = musique_rag(model, collate, recs, ev.get("rag", {}).get("top_k", 5), ev["batch_size"],
                                 ev["answer_max_new_tokens"])

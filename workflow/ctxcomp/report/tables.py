@@ -8,7 +8,6 @@ The CSV carries the raw numbers and one `<column>_delta` column per metric, with
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -97,7 +96,7 @@ def render(df: pd.DataFrame, labels: Sequence[Col], cols: Sequence[Col], group: 
 
     def cell_text(i: int, c: Col, tex: bool) -> str:
         v = df.at[i, c.key]
-        if v is None or (isinstance(v, float) and math.isnan(v)) or pd.isna(v):
+        if pd.isna(v):
             return DASH_TEX if tex else DASH_MD
         s = _fmt(float(v), c.digits)
         if not c.compare:

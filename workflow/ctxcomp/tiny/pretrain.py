@@ -1,9 +1,6 @@
 """Brief language-model pretraining of the tiny base models on the shipped corpus.
 
 The frozen decoder must be a language model, not noise, or "reconstruct from memory" has nothing to build on.
-Real LLMs copy from their context (induction heads); a model pretrained for a few hundred CPU steps on plain text
-does not, and then no prefix, memory or not, can steer it. So a share `copy_fraction` of pretraining windows is a
-text span followed by the same span again: the model learns in-context copying within the CPU budget.
 """
 from __future__ import annotations
 
@@ -29,24 +26,8 @@ def token_stream(corpus: str | Path, tokenizer) -> "torch.Tensor":
     return torch.tensor(flat, dtype=torch.long)
 
 
-def make_batch(stream, seq_len: int, batch_size: int, copy_fraction: float, gen) -> "torch.Tensor":
-    """Plain windows of the token stream, and windows of the form [span, span] (span = seq_len // 2 tokens)."""
-    import torch
-
-    starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=gen)
-    copies = torch.rand(batch_size, generator=gen) < copy_fraction
-    rows = []
-    for s, c in zip(starts.tolist(), copies.tolist()):
-        if c:
-            span = stream[s : s + seq_len // 2]
-            rows.append(torch.cat([span, span, stream[s : s + seq_len - 2 * len(span)]]))
-        else:
-            rows.append(stream[s : s + seq_len])
-    return torch.stack(rows)
-
-
 def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: int, seq_len: int = 96,
-             batch_size: int = 16, lr: float = 3e-3, copy_fraction: float = 0.5) -> dict:
+             batch_size: int = 16, lr: float = 3e-3) -> dict:
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
@@ -62,7 +43,8 @@ def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: in
     for step in tqdm(range(steps), desc=f"pretrain {Path(out_dir).name}", mininterval=5):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr, warmup_steps=max(1, steps // 20), max_steps=steps, min_lr_ratio=0.1)
-        batch = make_batch(stream, seq_len, batch_size, copy_fraction, gen)
+        starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=gen)
+        batch = torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
