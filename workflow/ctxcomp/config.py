@@ -170,6 +170,16 @@ def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     return validate(cfg)
 
 
+def export_package_path() -> None:
+    """Put this package on PYTHONPATH for the rule scripts Snakemake starts as child processes."""
+    import os
+
+    pkg = str(REPO_ROOT / "workflow")
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if pkg not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([pkg, *parts])
+
+
 # --------------------------------------------------------------------------------------------------- matrix
 
 

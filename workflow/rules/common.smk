@@ -1,6 +1,5 @@
 # Config validation, the experiment matrix, wildcard constraints, resources and input functions.
 # Rule files stay declarative; everything procedural lives here or in the ctxcomp package.
-import os
 import re
 import sys
 from pathlib import Path
@@ -11,10 +10,11 @@ from snakemake.utils import validate
 _PKG_DIR = str(Path(workflow.basedir) / "workflow")
 if _PKG_DIR not in sys.path:
     sys.path.insert(0, _PKG_DIR)
-# Scripts run in child processes (locally and inside Slurm jobs): they must import the same package.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_DIR, os.environ.get("PYTHONPATH", "")) if p)
 
 from ctxcomp import config as C  # noqa: E402
+
+# Scripts run in child processes (locally and inside Slurm jobs, conda envs too): they import the same package.
+C.export_package_path()
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -97,30 +97,33 @@ def _slurm_extras(res, gpu):
 
 
 def model_resources(kind):
-    """Resources of a per-cell job, from the compressor's entry in config (`train_resources`/`eval_resources`)."""
+    """Resources of a per-cell job, from the compressor's entry in config (`train_resources`/`eval_resources`).
 
-    def pick(wildcards, key, default=None):
+    One node: `gpu: G` -> sbatch --gpus=G (--gpus=<gpu_model>:G with slurm.gpu_model). Several nodes (G GPUs on
+    each): --gpus counts GPUs per job, so the request becomes `gres: gpu[:<model>]:G` (per node) with one task per
+    node, and `mpi` makes the Slurm plugin run the job's Snakemake in the batch step, from where
+    ctxcomp.train.launch starts torchrun on every node with srun. Keys whose value is None are left out.
+    """
+
+    def spec(wildcards):
         res = config["models"][wildcards.compressor][f"{kind}_resources"]
-        if key == "nodes":
-            return res.get("nodes", 1)
-        if key in _SLURM_KEYS:
-            return _slurm_extras(res, res["gpu"]).get(key, default)
-        return res.get(key, default)
+        gpu, nodes = int(res.get("gpu", 0)), int(res.get("nodes", 1))
+        out = {"mem_mb": res.get("mem_mb"), "runtime": res.get("runtime"), "cpus_per_task": res.get("cpus_per_task", 1),
+               "nodes": nodes, **_slurm_extras(res, gpu)}
+        if nodes <= 1:
+            out["gpu"] = gpu
+        else:
+            model = out.pop("gpu_model", None)
+            if gpu:
+                out["gres"] = f"gpu:{model}:{gpu}" if model else f"gpu:{gpu}"
+            out.update(mpi="srun", tasks=nodes, tasks_per_gpu=0)  # tasks_per_gpu=0: no --ntasks-per-gpu
+        return out
 
-    return {
-        "gpu": lambda wc: pick(wc, "gpu"),
-        "mem_mb": lambda wc: pick(wc, "mem_mb"),
-        "runtime": lambda wc: pick(wc, "runtime"),
-        "cpus_per_task": lambda wc: pick(wc, "cpus_per_task", 1),
-        "nodes": lambda wc: pick(wc, "nodes"),
-        "slurm_partition": lambda wc: pick(wc, "slurm_partition"),
-        **({"gpu_model": lambda wc: pick(wc, "gpu_model")} if SLURM.get("gpu_model") else {}),
-        **({"constraint": lambda wc: pick(wc, "constraint")} if SLURM.get("constraint") else {}),
-        **({"slurm_account": lambda wc: pick(wc, "slurm_account")} if SLURM.get("account") else {}),
-    }
+    return {key: (lambda wc, key=key: spec(wc).get(key)) for key in _MODEL_RESOURCE_KEYS}
 
 
-_SLURM_KEYS = {"slurm_partition", "gpu_model", "constraint", "slurm_account"}
+_MODEL_RESOURCE_KEYS = ["gpu", "gres", "mem_mb", "runtime", "cpus_per_task", "nodes", "tasks", "tasks_per_gpu", "mpi",
+                        "slurm_partition", "gpu_model", "constraint", "slurm_account"]
 
 
 def cpu_resources(mem_mb=4000, runtime=60):
@@ -160,3 +163,27 @@ def ablation_report_outputs():
     if not ABLATION_CELLS:
         return []
     return report_tables("table3") + [f"{OUT}/report/ablation_index.md"]
+
+
+def question_contexts(wildcards):
+    return f"{OUT}/data/fineweb/eval.jsonl" if wildcards.qset == "fineweb" else f"{OUT}/data/faitheval.jsonl"
+
+
+def cell_results(cells):
+    """Every per-cell file a report reads."""
+    out = []
+    for cell in cells:
+        out += eval_outputs(cell)
+        out.append(f"{cell_dir('eval', cell)}/rank_truncation.json")
+        out.append(f"{cell_dir('probes', cell)}/probes.json")
+        out.append(f"{cell_dir('probes', cell)}/entropy.samples.jsonl")
+        out.append(f"{cell_dir('train', cell)}/loss.csv")
+        out.append(f"{cell_dir('train', cell)}/summary.json")
+        if RAG_ENABLED:
+            out.append(f"{cell_dir('eval', cell)}/rag_musique.json")
+    return out
+
+
+def report_dir(wildcards, output):
+    """results/<run> from a report output path (report/<file>)."""
+    return str(Path(output[0]).parent.parent)

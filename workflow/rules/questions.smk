@@ -1,10 +1,6 @@
 # Semantic-drift questions: DeepSeek-R1 (or any OpenAI-compatible endpoint), or the offline backend.
 
 
-def question_contexts(wildcards):
-    return f"{OUT}/data/fineweb/eval.jsonl" if wildcards.qset == "fineweb" else f"{OUT}/data/faitheval.jsonl"
-
-
 rule generate_questions:
     input:
         contexts=question_contexts,

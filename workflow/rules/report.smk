@@ -1,20 +1,6 @@
 # Tables 2 and 3, Figures 1-4, rank truncation, and an index of every artifact with its provenance.
 
 
-def cell_results(cells):
-    out = []
-    for cell in cells:
-        out += eval_outputs(cell)
-        out.append(f"{cell_dir('eval', cell)}/rank_truncation.json")
-        out.append(f"{cell_dir('probes', cell)}/probes.json")
-        out.append(f"{cell_dir('probes', cell)}/entropy.samples.jsonl")
-        out.append(f"{cell_dir('train', cell)}/loss.csv")
-        out.append(f"{cell_dir('train', cell)}/summary.json")
-        if RAG_ENABLED:
-            out.append(f"{cell_dir('eval', cell)}/rag_musique.json")
-    return out
-
-
 rule report_main:
     input:
         cells=cell_results(MAIN_CELLS),
@@ -23,7 +9,7 @@ rule report_main:
     output:
         main_report_outputs(),
     params:
-        out=OUT,
+        out=report_dir,
         cells=[c.path for c in MAIN_CELLS],
         dynamics_cell=DYNAMICS_CELL.path if DYNAMICS_CELL else None,
         models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
@@ -44,7 +30,7 @@ rule report_ablation:
     output:
         ablation_report_outputs(),
     params:
-        out=OUT,
+        out=report_dir,
         cells=[c.path for c in ABLATION_CELLS],
         models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
         config_hash=C.stable_hash(config),

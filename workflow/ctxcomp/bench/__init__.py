@@ -1,0 +1,1 @@
+"""Benchmarks: print figures, commit their output beside them."""
