@@ -79,15 +79,33 @@ def build_for_training(settings: dict, device: torch.device, dtype: torch.dtype)
     return model.to(device), comp_tok, dec_tok
 
 
-def save_trained(model: ContextCompressor, comp_tok, dec_tok, out_dir: str | Path, meta: dict) -> None:
-    """final/: compressor (full weights, or the LoRA adapter over its base), tokenizers, head, meta.json."""
+def save_weights(model: ContextCompressor, out_dir: str | Path, state_dict: dict | None = None) -> bool:
+    """compressor/ (full weights) or compressor_lora/ (the adapter over its base), and head.pt. True if LoRA.
+
+    `state_dict` (keys as in `model.state_dict()`, trainable part at least) replaces the module's own weights: a
+    ZeRO-3 run's module holds only its partition, so the engine gathers a full copy (engine.export_state()).
+    """
     out = Path(out_dir)
     comp = model.compressor
     is_lora = hasattr(comp, "peft_config")
-    comp.save_pretrained(out / ("compressor_lora" if is_lora else "compressor"))
+    comp_state = head_state = None
+    if state_dict is not None:
+        comp_state = {k[len("compressor."):]: v for k, v in state_dict.items() if k.startswith("compressor.")}
+        head_state = {k[len("head."):]: v for k, v in state_dict.items() if k.startswith("head.")}
+    kw = {"state_dict": comp_state} if comp_state else {}
+    comp.save_pretrained(out / ("compressor_lora" if is_lora else "compressor"), **kw)
+    head_state = head_state or model.head.state_dict()
+    torch.save({k: v.detach().cpu() for k, v in head_state.items()}, out / HEAD_FILE)
+    return is_lora
+
+
+def save_trained(model: ContextCompressor, comp_tok, dec_tok, out_dir: str | Path, meta: dict,
+                 state_dict: dict | None = None) -> None:
+    """final/: compressor (full weights, or the LoRA adapter over its base), tokenizers, head, meta.json."""
+    out = Path(out_dir)
+    is_lora = save_weights(model, out, state_dict)
     comp_tok.save_pretrained(out / "compressor_tokenizer")
     dec_tok.save_pretrained(out / "decoder_tokenizer")
-    torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out / HEAD_FILE)
     (out / META_FILE).write_text(json.dumps({**meta, "lora": is_lora, "num_memory": model.num_memory}, indent=2,
                                             default=str))
 

@@ -25,7 +25,6 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -63,6 +62,13 @@ def init_distributed(device_type: str) -> None:
     import deepspeed
     from deepspeed import comm as dist
 
+    if device_type != "cuda" and os.environ.get("CTXCOMP_DS_SHM", "0") != "1":
+        # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (~80 s with a cold cache) when the
+        # process group starts. gloo does the same job; CPU runs here are tests and laptops, so skip the build.
+        # (DeepSpeed keeps this dict in the module and documents that edits to it persist.)
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", verbose=False)
 
@@ -85,6 +91,7 @@ class DeepSpeedEngine:
         self.config = ds_config(settings, self.world_size, device_type)
         self.clip = self.config["gradient_clipping"]
         self.zero_stage = self.config["zero_optimization"]["stage"]
+        self.partitioned = self.zero_stage == 3  # module parameters hold only this rank's partition
         params = [p for p in module.parameters() if p.requires_grad]
         n_frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=module, model_parameters=params,
@@ -131,6 +138,22 @@ class DeepSpeedEngine:
         self._dist.all_reduce(t)
         t /= self.world_size
         return {**row, **{k: float(v) for k, v in zip(keys, t.tolist())}}
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank if it is True on any (a signal reaches the ranks at slightly different steps)."""
+        if self.world_size == 1:
+            return bool(flag)
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
+        self._dist.all_reduce(t, op=self._dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def gathered(self, params):
+        """Full copies of (ZeRO-3-partitioned) `params` inside the block, read-only; collective."""
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
 
     def barrier(self) -> None:
         self._dist.barrier()

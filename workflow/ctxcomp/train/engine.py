@@ -3,8 +3,12 @@
     forward(batch, weights) -> dict     backward(loss)        step(lr, clip) -> grad norm
     save(root, step, extra, keep)       load_latest(root) -> extra | None
     autocast()                          reduce_row(row)       module / rank / world_size / accum / is_main
+    any_rank(flag) -> bool              gathered(params)      export_state() -> state dict | None
 
 `backward` takes the micro-batch loss as is: each engine applies the 1/accumulation scaling its own way.
+`any_rank` makes a per-rank decision (a signal arrived) collective, so all ranks stop after the same step.
+`gathered` makes partitioned parameters (ZeRO-3) readable outside forward; `export_state` returns the trainable
+weights as a full state dict (None: read them from `module`). Both are collective under DeepSpeed.
 """
 from __future__ import annotations
 
@@ -52,9 +56,12 @@ class TorchEngine:
         self.rank, self.world_size, self.is_main = 0, 1, True
         self.accum = accumulation_steps(settings, 1)
         self.params = [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=tr["lr"], betas=tuple(tr.get("adam_betas", (0.9, 0.95))),
-                                           weight_decay=tr.get("weight_decay", 0.0))
         self.device_type = next(module.parameters()).device.type
+        # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop torch picks on CPU
+        # (tiny preset, 0.24 M parameters: 0.25 ms vs 1.6 ms per step) and deterministic
+        fused = {"fused": True} if self.device_type in ("cpu", "cuda") else {}
+        self.optimizer = torch.optim.AdamW(self.params, lr=tr["lr"], betas=tuple(tr.get("adam_betas", (0.9, 0.95))),
+                                           weight_decay=tr.get("weight_decay", 0.0), **fused)
 
     def autocast(self):
         if self.device_type == "cuda":
@@ -86,6 +93,15 @@ class TorchEngine:
 
     def reduce_row(self, row: dict) -> dict:
         return row
+
+    def any_rank(self, flag: bool) -> bool:
+        return bool(flag)
+
+    def gathered(self, params):
+        return contextlib.nullcontext()
+
+    def export_state(self) -> dict | None:
+        return None
 
 
 def make_engine(module: torch.nn.Module, settings: dict, requested: str | None = None) -> Any:

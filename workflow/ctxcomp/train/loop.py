@@ -6,6 +6,7 @@ same code on a laptop and on 16 GPUs.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -13,6 +14,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ import torch
 
 from ..io import atomic_dir, atomic_write, provenance, read_jsonl, write_json
 from ..model.collate import Collator, to_device
-from ..model.load import build_for_training, pick_device, pick_dtype, save_trained
+from ..model.load import build_for_training, pick_device, pick_dtype, save_trained, save_weights
 from .data import JsonlIndex, batch_indices, rank_slice
 from .engine import make_engine
 from .schedule import lr_at
@@ -57,6 +59,29 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self.signum is not None
+
+
+class _WithHead:
+    """`model` whose decoder reports `head` as its output embeddings; everything else is the model's own."""
+
+    def __init__(self, model: Any, head: Any):
+        self._model = model
+        self.decoder = _DecoderWithHead(model.decoder, head)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class _DecoderWithHead:
+    def __init__(self, decoder: Any, head: Any):
+        self._decoder = decoder
+        self._head = head
+
+    def get_output_embeddings(self) -> Any:
+        return self._head
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
 
 
 class Preempted(SystemExit):
@@ -106,6 +131,8 @@ class Trainer:
         self.accum = self.engine.accum
         self.history: list[dict] = []
         self.dynamics: list[dict] = []
+        self._pool = None  # collates the next step's micro-batches while this one computes (see prefetching)
+        self._pending: tuple[int, Any] | None = None
 
     # ------------------------------------------------------------------------------------------------ pieces
     def micro_batches(self, step: int) -> list[dict]:
@@ -114,33 +141,76 @@ class Trainer:
         micro = self.tr["micro_batch_size"]
         return [self.collate([self.data[int(i)] for i in mine[j : j + micro]]) for j in range(0, len(mine), micro)]
 
+    @contextlib.contextmanager
+    def prefetching(self):
+        """Within this block, `train_step(s)` starts collating step s+1 in a background thread.
+
+        Collation is tokenisation (Rust, releases the GIL) and JSON parsing: it overlaps the forward/backward,
+        which would otherwise wait for it every step. It is a pure function of the step, so results are identical.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate")
+        try:
+            yield self
+        finally:
+            self._pending = None
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _wait_prefetch(self) -> None:
+        """Let a pending prefetch finish (the tokenizers must not be used by two threads at once)."""
+        if self._pending is not None:
+            self._pending[1].exception()
+
+    def _step_batches(self, step: int) -> list[dict]:
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == step:
+            batches = pending[1].result()
+        else:
+            if pending is not None:
+                pending[1].exception()
+            batches = self.micro_batches(step)
+        if self._pool is not None and step + 1 < self.tr["max_steps"]:
+            self._pending = (step + 1, self._pool.submit(self.micro_batches, step + 1))
+        return batches
+
     def probe(self, step: int) -> dict:
         from ..evaluate.probes import probe_batch
 
+        self._wait_prefetch()
         self.model.eval()
         batch = to_device(self.collate(self.probe_records), self.device)
         with torch.no_grad(), self.engine.autocast():
-            res = probe_batch(self.model, batch)
+            res = probe_batch(self._probe_view(), batch)
         self.model.train()
         row = {"step": step, "erank": res["erank"], "entropy": res["entropy_mean"]}
         log.info("probe @%d: erank %.3f entropy %.3f", step, row["erank"], row["entropy"])
         return row
 
+    def _probe_view(self) -> Any:
+        """The model as the probes see it. The entropy probe reads the decoder's LM-head weight outside a forward,
+        which a ZeRO-3 partition does not hold: it gets a gathered copy (collective; every rank probes)."""
+        if not getattr(self.engine, "partitioned", False):
+            return self.model
+        head = self.model.decoder.get_output_embeddings()
+        with torch.no_grad(), self.engine.gathered(head.parameters()):
+            full = SimpleNamespace(weight=head.weight.detach().clone(),
+                                   bias=None if getattr(head, "bias", None) is None else head.bias.detach().clone())
+        return _WithHead(self.model, full)
+
     def save_probe_checkpoint(self, step: int) -> None:
-        if not self.engine.is_main:
-            return
+        state = self.engine.export_state()  # collective: every rank takes part (ZeRO-3 gathers the weights)
         target = self.probe_root / f"step_{step:08d}"
-        if target.exists():
+        if not self.engine.is_main or target.exists():
             return
         with atomic_dir(target) as tmp:
-            comp = self.model.compressor
-            is_lora = hasattr(comp, "peft_config")
-            comp.save_pretrained(tmp / ("compressor_lora" if is_lora else "compressor"))
-            torch.save({k: v.detach().cpu() for k, v in self.model.head.state_dict().items()}, tmp / "head.pt")
+            save_weights(self.model, tmp, state)
 
     @torch.no_grad()
     def shuffle_gap(self, records: list[dict]) -> dict:
         """L_re with each sample's own Z versus Z rolled by one across the batch: positive gap = Z carries content."""
+        self._wait_prefetch()
         self.model.eval()
         batch = to_device(self.collate(records), self.device)
         B = batch["comp_ids"].shape[0]
@@ -153,6 +223,27 @@ class Trainer:
         return {"loss_own_z": own, "loss_shuffled_z": shuffled, "gap": shuffled - own, "batch": B}
 
     # -------------------------------------------------------------------------------------------------- loop
+    def train_step(self, step: int, weights: dict | None = None) -> dict:
+        """One optimizer step (0-based `step`): this rank's micro-batches (collate, forward, backward), then the
+        update. Losses stay on the device until the step is taken (no host sync per micro-batch)."""
+        tr = self.tr
+        weights = weights or tr["loss_weights"]
+        lr = lr_at(step, tr["lr"], tr["warmup_steps"], tr["max_steps"], tr.get("min_lr_ratio", 0.1))
+        parts: dict[str, list[torch.Tensor]] = {"loss": [], "loss_re": [], "loss_nt": []}
+        tokens = []
+        for mb in self._step_batches(step):
+            mb = to_device(mb, self.device)
+            with self.engine.autocast():
+                out = self.engine.forward(mb, weights)
+            self.engine.backward(out["loss"])
+            for k in parts:
+                if k in out:
+                    parts[k].append(out[k].detach())
+            tokens.append(out["tokens"])
+        grad_norm = self.engine.step(lr, tr["grad_clip"])
+        row = {k: _mean([float(x) for x in xs]) for k, xs in parts.items()}
+        return {**row, "lr": lr, "grad_norm": grad_norm, "tokens": int(sum(int(t) for t in tokens))}
+
     def resume(self) -> int:
         extra = self.engine.load_latest(self.ckpt_root)
         if extra is None:
@@ -176,29 +267,17 @@ class Trainer:
         self.model.train()
         t_start = time.time()
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
-        with StopFlag() as stop:
+        with StopFlag() as stop, self.prefetching():
             bar = tqdm(range(start, max_steps), initial=start, total=max_steps, desc="train", mininterval=10,
                        disable=not self.engine.is_main)
             for step in bar:
                 t0 = time.time()
-                lr = lr_at(step, tr["lr"], tr["warmup_steps"], max_steps, tr.get("min_lr_ratio", 0.1))
-                parts: dict[str, list[float]] = {"loss": [], "loss_re": [], "loss_nt": []}
-                tokens = 0
-                for mb in self.micro_batches(step):
-                    mb = to_device(mb, self.device)
-                    with self.engine.autocast():
-                        out = self.engine.forward(mb, weights)
-                    self.engine.backward(out["loss"])
-                    for k in parts:
-                        if k in out:
-                            parts[k].append(float(out[k].detach()))
-                    tokens += int(out["tokens"])
-                grad_norm = self.engine.step(lr, tr["grad_clip"])
+                res = self.train_step(step, weights)
                 done = step + 1
                 dt = time.time() - t0
-                row = {"step": done, "loss": _mean(parts["loss"]), "loss_re": _mean(parts["loss_re"]),
-                       "loss_nt": _mean(parts["loss_nt"]), "lr": lr, "grad_norm": grad_norm,
-                       "tokens_per_s": tokens * self.engine.world_size / max(dt, 1e-9),
+                row = {"step": done, "loss": res["loss"], "loss_re": res["loss_re"], "loss_nt": res["loss_nt"],
+                       "lr": res["lr"], "grad_norm": res["grad_norm"],
+                       "tokens_per_s": res["tokens"] * self.engine.world_size / max(dt, 1e-9),
                        "elapsed_s": elapsed0 + time.time() - t_start}
                 self.history.append(self.engine.reduce_row(row))
                 bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
@@ -206,7 +285,9 @@ class Trainer:
                     self.dynamics.append(self.probe(done))
                     if tr.get("keep_probe_checkpoints"):
                         self.save_probe_checkpoint(done)
-                preempt = bool(stop) or (self.stop_at_step is not None and done == self.stop_at_step)
+                # all ranks must stop after the same step (the checkpoint is collective): agree on the signal
+                preempt = self.engine.any_rank(bool(stop)) or (
+                    self.stop_at_step is not None and done == self.stop_at_step)
                 if done % tr["checkpoint_every"] == 0 or preempt:
                     self.checkpoint(done)
                 if preempt and done < max_steps:
@@ -229,11 +310,12 @@ class Trainer:
             "wall_s": self.history[-1]["elapsed_s"] if self.history else 0.0,
             "provenance": provenance(self.settings),
         }
+        state = self.engine.export_state()  # collective (ZeRO-3 gathers the trainable weights onto rank 0)
         if not self.engine.is_main:
             return summary
         with atomic_dir(out_final) as tmp:
             save_trained(self.model, self.comp_tok, self.dec_tok, tmp,
-                         {"settings": self.settings, "provenance": summary["provenance"]})
+                         {"settings": self.settings, "provenance": summary["provenance"]}, state_dict=state)
         # Probe checkpoints exist only for the dynamics cell; other cells get an empty directory with a note.
         self.probe_root.mkdir(parents=True, exist_ok=True)
         (self.probe_root / "README.json").write_text(
