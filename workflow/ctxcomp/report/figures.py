@@ -225,7 +225,7 @@ def fig3c_erank_ko(dyn_df: pd.DataFrame | None, cell: str | None, stem: str | Pa
 
 
 def fig4a_entropy_size(probes_df: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Fig. 4a: mean vocabulary entropy of the compressor against its size, per family and ratio (probes.json)."""
+    """Fig. 4a: the decoder's mean teacher-forced entropy against compressor size, per family and ratio."""
     fig, (ax,) = new_figure()
     _by_size(ax, probes_df, "entropy_mean", "vocabulary entropy (nats)")
     ax.set_title("Fig. 4a: entropy vs compressor size")
