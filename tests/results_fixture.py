@@ -141,7 +141,7 @@ def write_dynamics(out: Path, cell: str, n_checkpoints: int = 8) -> None:
 def main_outputs(out: Path, rag: bool = True) -> list[str]:
     """The main report files, as the workflow's main_report_outputs() lists them."""
     r = out / "report"
-    names = [f"{p}.{e}" for p in ("table2", "rank_truncation") for e in ("md", "csv", "tex")]
+    names = [f"{p}.{e}" for p in ("table2", "rank_truncation", "training") for e in ("md", "csv", "tex")]
     names += [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
     names += [f"rag_musique.{e}" for e in ("md", "csv", "tex")] if rag else []
     return [str(r / n) for n in names + ["index.md"]]

@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def test_every_table_and_figure(tiny_run):
     rep = tiny_run / "results/tiny/report"
-    for name in ("table2", "table3", "rank_truncation", "rag_musique"):
+    for name in ("table2", "table3", "rank_truncation", "rag_musique", "training"):
         for ext in ("md", "csv", "tex"):
             assert (rep / f"{name}.{ext}").stat().st_size > 0
     for fig in FIGURES:

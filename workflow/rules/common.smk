@@ -153,6 +153,7 @@ def main_report_outputs():
     return (
         report_tables("table2")
         + report_tables("rank_truncation")
+        + report_tables("training")
         + [f"{OUT}/report/{fig}.{ext}" for fig in FIGURES for ext in ("png", "pdf")]
         + (report_tables("rag_musique") if RAG_ENABLED else [])
         + [f"{OUT}/report/index.md"]

@@ -28,6 +28,7 @@ def main_report_files(out: str | Path, rag: bool) -> list[Path]:
     """The files build_main_report can make (the same list as the workflow's main_report_outputs())."""
     report = Path(out) / "report"
     files = _table_files(report, "table2") + _table_files(report, "rank_truncation")
+    files += _table_files(report, "training")
     files += [report / f"{fig}.{ext}" for fig in figures.FIGURES for ext in ("png", "pdf")]
     if rag:
         files += _table_files(report, "rag_musique")
@@ -77,6 +78,8 @@ def build_main_report(out: str, cells: list[str], dynamics_cell: str | None, mod
         (_table_files(report, "table2"), lambda: tables.write_table(report / "table2", tables.table2(ev))),
         (_table_files(report, "rank_truncation"),
          lambda: tables.write_table(report / "rank_truncation", tables.rank_truncation_table(rt))),
+        (_table_files(report, "training"), lambda: tables.write_table(
+            report / "training", tables.training_table(collect.load_training(out, cells, models)))),
         (_table_files(report, "rag_musique"), lambda: tables.write_table(
             report / "rag_musique", tables.rag_table(collect.load_rag(out, cells, models)))),
     ]

@@ -211,6 +211,17 @@ def load_rag(out: str | Path, cells: list[str], models: dict) -> pd.DataFrame:
     return df
 
 
+def load_training(out: str | Path, cells: list[str], models: dict) -> pd.DataFrame:
+    """cell_frame plus steps, final losses and the shuffled-memory control from train/<cell>/summary.json."""
+    df = cell_frame(cells, models)
+    recs = [read_json_or_none(cell_path("train", out, c) / "summary.json") or {} for c in cells]
+    for key in ("steps", "final_loss_re", "final_loss_nt"):
+        df[key] = [_num(r.get(key)) for r in recs]
+    for key in ("loss_own_z", "loss_shuffled_z", "gap"):
+        df[key] = [_num((r.get("shuffle_gap") or {}).get(key)) for r in recs]
+    return df
+
+
 #: Result files whose provenance the index reports, relative to a cell's stage directory.
 PROVENANCE_FILES: tuple[tuple[str, str], ...] = (
     *(("eval", f"{t}.json") for t in TASKS),

@@ -219,3 +219,16 @@ def rag_table(rag_df: pd.DataFrame) -> Rendered:
     cols = (Col("em", "EM"), Col("f1", "F1"), Col("n", "n", 0, False))
     return render(df, labels, cols, ["family", "ratio"], caption="Retrieval-augmented QA on MuSiQue from "
                   "compressed passages", label="tab:rag-musique", csv_extra=_CSV_CELL, rule_on="ratio")
+
+
+def training_table(train_df: pd.DataFrame) -> Rendered:
+    """Training per cell: final L_re and L_nt, and the control that shows Z carries the segment's content:
+    L_re with each sample's own memory vs with memories shuffled across the batch (gap > 0: Z is read).
+    Not a ranking, so nothing is bold. Input: load_training()."""
+    df = _size_order(train_df, ["decoder", "ratio"])
+    labels = (Col("decoder", "Decoder"), Col("ratio", "Ratio"), Col("family", "Family"), Col("size", "Size"))
+    cols = (Col("steps", "Steps", 0, False), Col("final_loss_re", "L_re", 3, False),
+            Col("final_loss_nt", "L_nt", 3, False), Col("loss_own_z", "L_re own Z", 4, False),
+            Col("loss_shuffled_z", "L_re shuffled Z", 4, False), Col("gap", "Gap", 4, False))
+    return render(df, labels, cols, None, caption="Training losses and the shuffled-memory control",
+                  label="tab:training", csv_extra=_CSV_CELL, rule_on="ratio")
