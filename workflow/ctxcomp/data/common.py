@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .readers import ErrorLog, Row, hub_rows, iter_rows, resolve_path
 
@@ -59,6 +59,23 @@ class Funnel:
             "written": written,
             "rules": dict(self.rules),
         }
+
+
+def unique_records(rows: Iterable[Any], make: Callable[[Any, "Funnel"], dict | None], funnel: "Funnel") -> list[dict]:
+    """Records made from rows, in order; rows `make` rejects (None) and repeated ids are dropped and counted."""
+    kept: list[dict] = []
+    seen: set[str] = set()
+    for row in rows:
+        funnel.read += 1
+        rec = make(row, funnel)
+        if rec is None:
+            continue
+        if rec["id"] in seen:
+            funnel.drop("duplicate_id", row.origin)
+            continue
+        seen.add(rec["id"])
+        kept.append(rec)
+    return kept
 
 
 def cap(records: list[dict], max_records: int | None) -> list[dict]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .common import Funnel, cap, source_rows
+from .common import Funnel, cap, source_rows, unique_records
 from .readers import ErrorLog, Row
 from .records import normalize_text
 from .support import pairwise_support
@@ -116,18 +116,7 @@ def load_faitheval(src: dict, seed: int = 0) -> tuple[list[dict], dict]:
     """
     errors = ErrorLog(f"faitheval source {src['path']}")
     funnel = Funnel(RULES)
-    kept: list[dict] = []
-    seen: set[str] = set()
-    for row in source_rows(src, RAW_SCHEMA, errors, default_split="test"):
-        funnel.read += 1
-        rec = faitheval_record(row, funnel)
-        if rec is None:
-            continue
-        if rec["id"] in seen:
-            funnel.drop("duplicate_id", row.origin)
-            continue
-        seen.add(rec["id"])
-        kept.append(rec)
+    kept = unique_records(source_rows(src, RAW_SCHEMA, errors, default_split="test"), faitheval_record, funnel)
     errors.raise_if_any()
     out = cap(kept, src.get("max_records", 0))
     stats = {"dataset": "faitheval", "source": {k: src.get(k) for k in ("source", "path", "split")},

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .common import Funnel, cap, source_rows
+from .common import Funnel, cap, source_rows, unique_records
 from .readers import ErrorLog, Row
 from .records import normalize_text
 
@@ -100,18 +100,7 @@ def load_musique(src: dict, seed: int = 0) -> tuple[list[dict], dict]:
     """
     errors = ErrorLog(f"musique source {src['path']}")
     funnel = Funnel(RULES)
-    kept: list[dict] = []
-    seen: set[str] = set()
-    for row in source_rows(src, RAW_SCHEMA, errors, default_split="train", exclude=("corpus",)):
-        funnel.read += 1
-        rec = musique_record(row, funnel)
-        if rec is None:
-            continue
-        if rec["id"] in seen:
-            funnel.drop("duplicate_id", row.origin)
-            continue
-        seen.add(rec["id"])
-        kept.append(rec)
+    kept = unique_records(source_rows(src, RAW_SCHEMA, errors, default_split="train", exclude=("corpus",)), musique_record, funnel)
     errors.raise_if_any()
     out = cap(kept, src.get("max_records", 0))
     hops: dict[str, int] = {}
