@@ -149,8 +149,14 @@ def fig1_centre(eval_df: pd.DataFrame, stem: str | Path) -> list[Path]:
 
 
 def fig2_loss(losses: dict[str, pd.DataFrame], cells_df: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Fig. 2: training curves of the reconstruction loss L_re and next-token loss L_nt per cell (train loss.csv)."""
+    """Fig. 2: training curves of the reconstruction loss L_re and next-token loss L_nt per cell (train loss.csv).
+
+    Per-step losses follow the batch (every cell sees the same data order), so each curve is a centred rolling mean
+    over about 1/20 of the run, which keeps the differences between cells visible.
+    """
     fig, axes = new_figure(2, height=4.0)
+    longest = max((len(df) for df in losses.values()), default=1)
+    window = max(1, longest // 20)
     meta = cells_df.set_index("cell") if len(cells_df) else None
     colors = {c: _COLORS[i % len(_COLORS)] for i, c in enumerate(dict.fromkeys(cells_df.get("compressor", [])))}
     _, styles = _style_maps(cells_df)
@@ -166,7 +172,8 @@ def fig2_loss(losses: dict[str, pd.DataFrame], cells_df: pd.DataFrame, stem: str
             else:
                 color, ls, label = None, "-", cell
             d = df[np.isfinite(df[col].astype(float))]
-            ax.plot(d["step"], d[col], color=color, linestyle=ls, linewidth=1, label=label)
+            smooth = d[col].astype(float).rolling(window, center=True, min_periods=1).mean()
+            ax.plot(d["step"], smooth, color=color, linestyle=ls, linewidth=1, label=label)
             drawn = True
         if drawn:
             ax.legend(fontsize=6, ncol=2)
@@ -176,7 +183,7 @@ def fig2_loss(losses: dict[str, pd.DataFrame], cells_df: pd.DataFrame, stem: str
         ax.set_ylabel(f"{name} loss")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    fig.suptitle("Fig. 2: training losses per cell")
+    fig.suptitle(f"Fig. 2: training losses per cell (rolling mean over {window} steps)")
     return save_figure(fig, stem)
 
 
