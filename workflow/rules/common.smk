@@ -12,6 +12,7 @@ if _PKG_DIR not in sys.path:
     sys.path.insert(0, _PKG_DIR)
 
 from ctxcomp import config as C  # noqa: E402
+from ctxcomp import paths  # noqa: E402
 
 # Scripts run in child processes (locally and inside Slurm jobs, conda envs too): they import the same package.
 C.export_package_path()
@@ -23,13 +24,14 @@ except C.ConfigError as exc:
     raise WorkflowError(str(exc))
 
 OUT = C.outdir(config)
+P = paths.RunPaths(OUT)
 MAIN_CELLS = C.main_cells(config)
 ABLATION_CELLS = C.ablation_cells(config)
 ALL_CELLS = C.all_cells(config)
 DYNAMICS_CELL = C.dynamics_cell(config)
 TINY = config.get("tiny") or {}
-EVAL_TASKS = ["recon_fineweb", "ko_faitheval", "ko_conflictqa", "sd_fineweb", "sd_faitheval"]
-QSETS = ["fineweb", "faitheval"]
+EVAL_TASKS = paths.EVAL_TASKS
+QSETS = paths.QSETS
 SLURM = config.get("slurm", {})
 RAG_ENABLED = bool(config["evaluate"].get("rag", {}).get("enabled"))
 
@@ -52,7 +54,7 @@ def cell_of(wildcards):
 
 
 def cell_dir(stage, cell):
-    return f"{OUT}/{stage}/{cell.path}"
+    return P.cell(stage, cell)
 
 
 # ------------------------------------------------------------------------------------------------ model sources
@@ -64,12 +66,12 @@ def is_built(name):
 
 def tokenizer_dir(name):
     """Tiny tokenizer directory that a built model uses."""
-    return f"{OUT}/tiny/tokenizers/{config['models'][name]['build']['tokenizer']}"
+    return P.tokenizer(config["models"][name]["build"]["tokenizer"])
 
 
 def model_inputs(*names):
     """Pipeline-made base models these rules need (none for hub models, which load by id)."""
-    return [f"{OUT}/base/{n}" for n in names if is_built(n)]
+    return [P.base_model(n) for n in names if is_built(n)]
 
 
 def chunk_tokenizer_inputs():
@@ -138,36 +140,19 @@ def model_threads(kind):
 
 
 def eval_outputs(cell):
-    return [f"{cell_dir('eval', cell)}/{task}.json" for task in EVAL_TASKS]
-
-
-def report_tables(prefix):
-    return [f"{OUT}/report/{prefix}.{ext}" for ext in ("md", "csv", "tex")]
-
-
-FIGURES = ["fig1_centre", "fig2_loss", "fig3a_erank_size", "fig3b_erank_steps", "fig3c_erank_ko",
-           "fig4a_entropy_size", "fig4b_entropy_steps", "fig4c_entropy_drift", "figG2_rank_truncation"]
+    return [P.eval_task(task, cell) for task in EVAL_TASKS]
 
 
 def main_report_outputs():
-    return (
-        report_tables("table2")
-        + report_tables("rank_truncation")
-        + report_tables("training")
-        + [f"{OUT}/report/{fig}.{ext}" for fig in FIGURES for ext in ("png", "pdf")]
-        + (report_tables("rag_musique") if RAG_ENABLED else [])
-        + [f"{OUT}/report/index.md"]
-    )
+    return P.main_report_files(RAG_ENABLED)
 
 
 def ablation_report_outputs():
-    if not ABLATION_CELLS:
-        return []
-    return report_tables("table3") + [f"{OUT}/report/ablation_index.md"]
+    return P.ablation_report_files() if ABLATION_CELLS else []
 
 
 def question_contexts(wildcards):
-    return f"{OUT}/data/fineweb/eval.jsonl" if wildcards.qset == "fineweb" else f"{OUT}/data/faitheval.jsonl"
+    return P.question_contexts(wildcards.qset)
 
 
 def cell_results(cells):
@@ -175,13 +160,13 @@ def cell_results(cells):
     out = []
     for cell in cells:
         out += eval_outputs(cell)
-        out.append(f"{cell_dir('eval', cell)}/rank_truncation.json")
-        out.append(f"{cell_dir('probes', cell)}/probes.json")
-        out.append(f"{cell_dir('probes', cell)}/entropy.samples.jsonl")
-        out.append(f"{cell_dir('train', cell)}/loss.csv")
-        out.append(f"{cell_dir('train', cell)}/summary.json")
+        out.append(P.eval("rank_truncation.json", cell))
+        out.append(P.probes("probes.json", cell))
+        out.append(P.probes("entropy.samples.jsonl", cell))
+        out.append(P.train("loss.csv", cell))
+        out.append(P.train("summary.json", cell))
         if RAG_ENABLED:
-            out.append(f"{cell_dir('eval', cell)}/rag_musique.json")
+            out.append(P.eval("rag_musique.json", cell))
     return out
 
 

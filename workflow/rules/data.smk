@@ -5,16 +5,16 @@ rule prepare_fineweb:
     input:
         chunk_tokenizer_inputs(),
     output:
-        train=f"{OUT}/data/fineweb/train.jsonl",
-        eval=f"{OUT}/data/fineweb/eval.jsonl",
-        stats=f"{OUT}/data/fineweb/stats.json",
+        train=P.fineweb("train.jsonl"),
+        eval=P.fineweb("eval.jsonl"),
+        stats=P.fineweb("stats.json"),
     params:
         fineweb=config["data"]["fineweb"],
         tokenizer=chunk_tokenizer_source(),
         segment=config["segment"],
         seed=config["seed"],
     log:
-        f"{OUT}/logs/prepare_fineweb.log",
+        P.log("prepare_fineweb"),
     resources:
         **cpu_resources(mem_mb=16000, runtime=600),
     conda:
@@ -25,15 +25,15 @@ rule prepare_fineweb:
 
 rule prepare_qa:
     output:
-        records=f"{OUT}/data/{{qa}}.jsonl",
-        stats=f"{OUT}/data/{{qa}}.stats.json",
+        records=P.qa("{qa}"),
+        stats=P.qa_stats("{qa}"),
     params:
         source=lambda wc: config["data"][wc.qa],
         seed=config["seed"],
     wildcard_constraints:
-        qa="faitheval|conflictqa|musique",
+        qa="|".join(paths.QA_SETS),
     log:
-        f"{OUT}/logs/prepare_qa/{{qa}}.log",
+        P.log("prepare_qa", "{qa}"),
     resources:
         **cpu_resources(mem_mb=4000, runtime=60),
     conda:

@@ -4,24 +4,24 @@
 
 rule evaluate_cell:
     input:
-        model=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/final",
-        fineweb=f"{OUT}/data/fineweb/eval.jsonl",
-        faitheval=f"{OUT}/data/faitheval.jsonl",
-        conflictqa=f"{OUT}/data/conflictqa.jsonl",
-        sd_fineweb=f"{OUT}/questions/fineweb.jsonl",
-        sd_faitheval=f"{OUT}/questions/faitheval.jsonl",
-        **({"musique": f"{OUT}/data/musique.jsonl"} if RAG_ENABLED else {}),
+        model=P.train("final"),
+        fineweb=P.fineweb("eval.jsonl"),
+        faitheval=P.qa("faitheval"),
+        conflictqa=P.qa("conflictqa"),
+        sd_fineweb=P.questions("fineweb"),
+        sd_faitheval=P.questions("faitheval"),
+        **({"musique": P.qa("musique")} if RAG_ENABLED else {}),
         models=lambda wc: model_inputs(wc.compressor, wc.decoder),
     output:
-        **{task: f"{OUT}/eval/{{decoder}}/{{compressor}}/r{{ratio}}/{task}.json" for task in EVAL_TASKS},
-        truncation=f"{OUT}/eval/{{decoder}}/{{compressor}}/r{{ratio}}/rank_truncation.json",
-        **({"rag": f"{OUT}/eval/{{decoder}}/{{compressor}}/r{{ratio}}/rag_musique.json"} if RAG_ENABLED else {}),
+        **{task: P.eval_task(task) for task in EVAL_TASKS},
+        truncation=P.eval("rank_truncation.json"),
+        **({"rag": P.eval("rag_musique.json")} if RAG_ENABLED else {}),
     params:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:
-        f"{OUT}/logs/evaluate_cell/{{decoder}}/{{compressor}}/r{{ratio}}.log",
+        P.log("evaluate_cell", None),
     benchmark:
-        f"{OUT}/benchmarks/evaluate_cell/{{decoder}}/{{compressor}}/r{{ratio}}.tsv"
+        P.benchmark("evaluate_cell", None)
     threads: model_threads("eval")
     resources:
         **model_resources("eval"),

@@ -4,17 +4,17 @@
 
 rule probe_cell:
     input:
-        model=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/final",
-        fineweb=f"{OUT}/data/fineweb/eval.jsonl",
-        faitheval=f"{OUT}/data/faitheval.jsonl",
+        model=P.train("final"),
+        fineweb=P.fineweb("eval.jsonl"),
+        faitheval=P.qa("faitheval"),
         models=lambda wc: model_inputs(wc.compressor, wc.decoder),
     output:
-        probes=f"{OUT}/probes/{{decoder}}/{{compressor}}/r{{ratio}}/probes.json",
-        samples=f"{OUT}/probes/{{decoder}}/{{compressor}}/r{{ratio}}/entropy.samples.jsonl",
+        probes=P.probes("probes.json"),
+        samples=P.probes("entropy.samples.jsonl"),
     params:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:
-        f"{OUT}/logs/probe_cell/{{decoder}}/{{compressor}}/r{{ratio}}.log",
+        P.log("probe_cell", None),
     threads: model_threads("eval")
     resources:
         **model_resources("eval"),
@@ -26,18 +26,18 @@ rule probe_cell:
 
 rule probe_dynamics:
     input:
-        model=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/final",
-        probe_checkpoints=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/probe_checkpoints",
-        dynamics=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/dynamics.csv",
-        faitheval=f"{OUT}/data/faitheval.jsonl",
-        conflictqa=f"{OUT}/data/conflictqa.jsonl",
+        model=P.train("final"),
+        probe_checkpoints=P.train("probe_checkpoints"),
+        dynamics=P.train("dynamics.csv"),
+        faitheval=P.qa("faitheval"),
+        conflictqa=P.qa("conflictqa"),
         models=lambda wc: model_inputs(wc.compressor, wc.decoder),
     output:
-        f"{OUT}/dynamics/{{decoder}}/{{compressor}}/r{{ratio}}/checkpoints.csv",
+        P.dynamics("checkpoints.csv"),
     params:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:
-        f"{OUT}/logs/probe_dynamics/{{decoder}}/{{compressor}}/r{{ratio}}.log",
+        P.log("probe_dynamics", None),
     threads: model_threads("eval")
     resources:
         **model_resources("eval"),

@@ -5,16 +5,16 @@ rule generate_questions:
     input:
         contexts=question_contexts,
     output:
-        questions=f"{OUT}/questions/{{qset}}.jsonl",
-        report=f"{OUT}/questions/{{qset}}.report.json",
+        questions=P.questions("{qset}"),
+        report=P.question_report("{qset}"),
     params:
         questions=lambda wc: {k: v for k, v in config["questions"].items() if k != "contexts"},
         n_contexts=lambda wc: config["questions"].get("contexts", {}).get(wc.qset, 0),
-        cache_dir=f"{OUT}/questions/cache",
+        cache_dir=P.question_cache,
     log:
-        f"{OUT}/logs/generate_questions/{{qset}}.log",
+        P.log("generate_questions", "{qset}"),
     benchmark:
-        f"{OUT}/benchmarks/generate_questions/{{qset}}.tsv"
+        P.benchmark("generate_questions", "{qset}")
     resources:
         **cpu_resources(mem_mb=4000, runtime=720),
     conda:

@@ -4,8 +4,8 @@
 rule report_main:
     input:
         cells=cell_results(MAIN_CELLS),
-        dynamics=[f"{cell_dir('dynamics', DYNAMICS_CELL)}/checkpoints.csv"] if DYNAMICS_CELL else [],
-        train_dynamics=[f"{cell_dir('train', DYNAMICS_CELL)}/dynamics.csv"] if DYNAMICS_CELL else [],
+        dynamics=[P.dynamics("checkpoints.csv", DYNAMICS_CELL)] if DYNAMICS_CELL else [],
+        train_dynamics=[P.train("dynamics.csv", DYNAMICS_CELL)] if DYNAMICS_CELL else [],
     output:
         main_report_outputs(),
     params:
@@ -15,7 +15,7 @@ rule report_main:
         models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
         config_hash=C.stable_hash(config),
     log:
-        f"{OUT}/logs/report_main.log",
+        P.log("report_main"),
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
     conda:
@@ -35,7 +35,7 @@ rule report_ablation:
         models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
         config_hash=C.stable_hash(config),
     log:
-        f"{OUT}/logs/report_ablation.log",
+        P.log("report_ablation"),
     resources:
         **cpu_resources(mem_mb=4000, runtime=30),
     conda:

@@ -6,11 +6,11 @@ rule train_tokenizer:
     input:
         corpus=lambda wc: TINY["corpus"],
     output:
-        directory(f"{OUT}/tiny/tokenizers/{{tok}}"),
+        directory(P.tokenizer("{tok}")),
     params:
         spec=lambda wc: TINY["tokenizers"][wc.tok],
     log:
-        f"{OUT}/logs/train_tokenizer/{{tok}}.log",
+        P.log("train_tokenizer", "{tok}"),
     resources:
         **cpu_resources(mem_mb=2000, runtime=10),
     conda:
@@ -24,15 +24,15 @@ rule pretrain_base:
         corpus=lambda wc: TINY["corpus"],
         tokenizer=lambda wc: tokenizer_dir(wc.model),
     output:
-        directory(f"{OUT}/base/{{model}}"),
+        directory(P.base_model("{model}")),
     params:
         build=lambda wc: config["models"][wc.model]["build"],
         pretrain=lambda wc: TINY.get("pretrain", {}),
         seed=config["seed"],
     log:
-        f"{OUT}/logs/pretrain_base/{{model}}.log",
+        P.log("pretrain_base", "{model}"),
     benchmark:
-        f"{OUT}/benchmarks/pretrain_base/{{model}}.tsv"
+        P.benchmark("pretrain_base", "{model}")
     threads: 1
     resources:
         **cpu_resources(mem_mb=2000, runtime=30),

@@ -5,22 +5,22 @@
 
 rule train_compressor:
     input:
-        train=f"{OUT}/data/fineweb/train.jsonl",
-        probe=f"{OUT}/data/fineweb/eval.jsonl",
+        train=P.fineweb("train.jsonl"),
+        probe=P.fineweb("eval.jsonl"),
         models=lambda wc: model_inputs(wc.compressor, wc.decoder),
     output:
-        final=directory(f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/final"),
-        probe_checkpoints=directory(f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/probe_checkpoints"),
-        loss=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/loss.csv",
-        dynamics=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/dynamics.csv",
-        summary=f"{OUT}/train/{{decoder}}/{{compressor}}/r{{ratio}}/summary.json",
+        final=directory(P.train("final")),
+        probe_checkpoints=directory(P.train("probe_checkpoints")),
+        loss=P.train("loss.csv"),
+        dynamics=P.train("dynamics.csv"),
+        summary=P.train("summary.json"),
     params:
         settings=lambda wc: C.train_settings(config, cell_of(wc)),
         run_dir=lambda wc: cell_dir("train", cell_of(wc)),
     log:
-        f"{OUT}/logs/train_compressor/{{decoder}}/{{compressor}}/r{{ratio}}.log",
+        P.log("train_compressor", None),
     benchmark:
-        f"{OUT}/benchmarks/train_compressor/{{decoder}}/{{compressor}}/r{{ratio}}.tsv"
+        P.benchmark("train_compressor", None)
     threads: model_threads("train")
     resources:
         **model_resources("train"),

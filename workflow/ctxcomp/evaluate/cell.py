@@ -17,6 +17,7 @@ import torch
 from ..io import atomic_write, provenance, read_jsonl, write_json, write_jsonl
 from ..model.collate import Collator
 from ..model.load import load_trained
+from ..paths import samples_of
 from . import tasks
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def _load(final_dir: str, compressor_dir: str | None = None, head_file: str | No
 
 
 def _write_task(path: str, task: str, summary: dict, rows: list[dict], settings: dict, prov: dict) -> None:
-    samples = str(Path(path).with_suffix("")) + ".samples.jsonl"
+    samples = samples_of(path)
     write_jsonl(samples, rows)
     write_json(path, {"task": task, **summary, "cell": settings["cell"], "samples": Path(samples).name,
                       "provenance": prov})
@@ -150,7 +151,7 @@ def rag_cell(settings: dict, inputs: dict[str, str], out_json: str, loaded: tupl
     recs = _cap(read_jsonl(inputs["musique"]), ev.get("max_records", 0))
     summary, rows = musique_rag(model, collate, recs, ev.get("rag", {}).get("top_k", 5), ev["batch_size"],
                                 ev["answer_max_new_tokens"])
-    samples = str(Path(out_json).with_suffix("")) + ".samples.jsonl"
+    samples = samples_of(out_json)
     write_jsonl(samples, rows)
     write_json(out_json, {**summary, "cell": settings["cell"], "provenance": provenance(settings)})
     return summary

@@ -9,11 +9,11 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+from ..paths import FIGURES, TABLE_EXTS, RunPaths
 from . import collect, figures, tables
 from .index import write_index
 
 log = logging.getLogger(__name__)
-TABLE_EXTS = ("md", "csv", "tex")
 
 
 def _resolve(paths: list[str | Path]) -> set[Path]:
@@ -25,20 +25,13 @@ def _table_files(report: Path, prefix: str) -> list[Path]:
 
 
 def main_report_files(out: str | Path, rag: bool) -> list[Path]:
-    """The files build_main_report can make (the same list as the workflow's main_report_outputs())."""
-    report = Path(out) / "report"
-    files = _table_files(report, "table2") + _table_files(report, "rank_truncation")
-    files += _table_files(report, "training")
-    files += [report / f"{fig}.{ext}" for fig in figures.FIGURES for ext in ("png", "pdf")]
-    if rag:
-        files += _table_files(report, "rag_musique")
-    return files + [report / "index.md"]
+    """The files build_main_report can make (the workflow's main_report_outputs(): ctxcomp.paths)."""
+    return [Path(p) for p in RunPaths(str(out)).main_report_files(rag)]
 
 
 def ablation_report_files(out: str | Path) -> list[Path]:
     """The files build_ablation_report makes."""
-    report = Path(out) / "report"
-    return _table_files(report, "table3") + [report / "ablation_index.md"]
+    return [Path(p) for p in RunPaths(str(out)).ablation_report_files()]
 
 
 def _check_outputs(expected: set[Path], known: list[Path]) -> None:
@@ -94,6 +87,7 @@ def build_main_report(out: str, cells: list[str], dynamics_cell: str | None, mod
         "fig4c_entropy_drift": lambda s: figures.fig4c_entropy_drift(collect.load_entropy_drift(out, cells), s),
         "figG2_rank_truncation": lambda s: figures.figG2_rank_truncation(rt, s),
     }
+    assert set(fig_jobs) == set(FIGURES), sorted(set(fig_jobs) ^ set(FIGURES))
     for name, fn in fig_jobs.items():
         stem = report / name
         jobs.append(([stem.with_name(f"{name}.png"), stem.with_name(f"{name}.pdf")], lambda fn=fn, s=stem: fn(s)))

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from ..io import read_jsonl
+from ..paths import EVAL_TASKS, KO_SETS, QSETS, RunPaths
 
 #: Evaluation tasks in Table 2 column order, with their column headers.
-TASKS: tuple[str, ...] = ("recon_fineweb", "ko_faitheval", "ko_conflictqa", "sd_fineweb", "sd_faitheval")
+TASKS: tuple[str, ...] = EVAL_TASKS
 TASK_LABELS: dict[str, str] = {
     "recon_fineweb": "Reconstr.",
     "ko_faitheval": "KO FaithEval",
@@ -25,8 +26,8 @@ TASK_LABELS: dict[str, str] = {
     "sd_fineweb": "SD FineWeb",
     "sd_faitheval": "SD FaithEval",
 }
-KO_TASKS: tuple[str, ...] = ("ko_faitheval", "ko_conflictqa")
-SD_TASKS: tuple[str, ...] = ("sd_fineweb", "sd_faitheval")
+KO_TASKS: tuple[str, ...] = tuple(f"ko_{s}" for s in KO_SETS)
+SD_TASKS: tuple[str, ...] = tuple(f"sd_{s}" for s in QSETS)
 CELL_COLUMNS: tuple[str, ...] = ("cell", "decoder", "compressor", "ratio", "family", "size", "params_b")
 
 
@@ -40,7 +41,7 @@ def parse_cell(cell: str) -> dict:
 
 def cell_path(stage: str, out: str | Path, cell: str) -> Path:
     """Directory of one cell's results for a pipeline stage (eval, probes, train, dynamics)."""
-    return Path(out) / stage / cell
+    return Path(RunPaths(str(out)).cell(stage, cell))
 
 
 def read_json_or_none(path: str | Path) -> Any:

@@ -20,11 +20,9 @@ from matplotlib.ticker import FuncFormatter
 
 from ..io import atomic_write
 from ..metrics.correlation import correlate, post_peak_mask
+from ..paths import FIGURES  # noqa: F401  (re-exported: the figures this module draws)
 from .collect import KO_TASKS, SD_TASKS, TASK_LABELS
 
-FIGURES: tuple[str, ...] = ("fig1_centre", "fig2_loss", "fig3a_erank_size", "fig3b_erank_steps", "fig3c_erank_ko",
-                            "fig4a_entropy_size", "fig4b_entropy_steps", "fig4c_entropy_drift",
-                            "figG2_rank_truncation")
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
            "tab:olive", "tab:cyan")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
