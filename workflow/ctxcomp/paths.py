@@ -24,6 +24,10 @@ QA_SETS: tuple[str, ...] = ("faitheval", "conflictqa", "musique")
 FIGURES: tuple[str, ...] = ("fig1_centre", "fig2_loss", "fig3a_erank_size", "fig3b_erank_steps", "fig3c_erank_ko",
                             "fig4a_entropy_size", "fig4b_entropy_steps", "fig4c_entropy_drift",
                             "figG2_rank_truncation")
+#: Figures whose correlations are also written as data: report/<figure>.correlation.csv.
+CORRELATION_FIGURES: tuple[str, ...] = ("fig3c_erank_ko", "fig4c_entropy_drift")
+#: Tables of the main report (each written as every TABLE_EXTS); rag_musique is added when RAG is enabled.
+MAIN_TABLES: tuple[str, ...] = ("table2", "sd_breakdown", "rank_truncation", "training")
 TABLE_EXTS: tuple[str, ...] = ("md", "csv", "tex")
 FIGURE_EXTS: tuple[str, ...] = ("png", "pdf")
 CELL_WILDCARDS = "{decoder}/{compressor}/r{ratio}"
@@ -131,10 +135,15 @@ class RunPaths:
     def figure(self, name: str) -> list[str]:
         return [self.report(f"{name}.{ext}") for ext in FIGURE_EXTS]
 
+    def correlation(self, figure: str) -> str:
+        """The correlations drawn in a figure, as data (r, p, rho, p, n and what was correlated)."""
+        return self.report(f"{figure}.correlation.csv")
+
     def main_report_files(self, rag: bool) -> list[str]:
         """Everything rule report_main makes."""
-        files = self.report_table("table2") + self.report_table("rank_truncation") + self.report_table("training")
+        files = [f for table in MAIN_TABLES for f in self.report_table(table)]
         files += [f for fig in FIGURES for f in self.figure(fig)]
+        files += [self.correlation(fig) for fig in CORRELATION_FIGURES]
         if rag:
             files += self.report_table("rag_musique")
         return files + [self.report("index.md")]
@@ -142,3 +151,7 @@ class RunPaths:
     def ablation_report_files(self) -> list[str]:
         """Everything rule report_ablation makes."""
         return self.report_table("table3") + [self.report("ablation_index.md")]
+
+    def lora_control_report_files(self) -> list[str]:
+        """Everything rule report_lora_control makes."""
+        return self.report_table("lora_control")
