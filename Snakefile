@@ -10,6 +10,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/tiny.smk"
 include: "workflow/rules/data.smk"
@@ -37,3 +40,9 @@ rule paper:
     input:
         main_report_outputs(),
         ablation_report_outputs(),
+
+
+rule lora_control:
+    """The LoRA control (config `lora_control`): LoRA compressors beside their full fine-tune twins."""
+    input:
+        lora_control_outputs,

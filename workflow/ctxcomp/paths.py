@@ -29,6 +29,24 @@ CORRELATION_FIGURES: tuple[str, ...] = ("fig3c_erank_ko", "fig4c_entropy_drift")
 #: Tables of the main report (each written as every TABLE_EXTS); rag_musique is added when RAG is enabled.
 MAIN_TABLES: tuple[str, ...] = ("table2", "sd_breakdown", "rank_truncation", "training")
 TABLE_EXTS: tuple[str, ...] = ("md", "csv", "tex")
+#: Snakemake report (`snakemake --report`): the category of every report artifact, by its name before the first
+#: dot; its caption is workflow/report/<name>.rst. No colons in a category: the report turns category names into
+#: reStructuredText link targets, which end at a colon.
+REPORT_CATEGORIES: dict[str, str] = {
+    "table2": "Table 2 (main results)", "sd_breakdown": "Table 2 (semantic-drift breakdown)",
+    "table3": "Table 3 (decoder ablation)", "lora_control": "LoRA control", "rank_truncation": "Rank truncation",
+    "figG2_rank_truncation": "Rank truncation", "training": "Training", "rag_musique": "RAG (MuSiQue)",
+    "fig1_centre": "Figure 1", "fig2_loss": "Figure 2",
+    "fig3a_erank_size": "Figure 3 (effective rank)", "fig3b_erank_steps": "Figure 3 (effective rank)",
+    "fig3c_erank_ko": "Figure 3 (effective rank)", "fig4a_entropy_size": "Figure 4 (entropy)",
+    "fig4b_entropy_steps": "Figure 4 (entropy)", "fig4c_entropy_drift": "Figure 4 (entropy)",
+    "index": "Provenance", "ablation_index": "Provenance",
+}
+
+
+def artifact_name(path: str | Path) -> str:
+    """report/<name>.<ext...> -> <name> (the key of REPORT_CATEGORIES and of the caption file)."""
+    return Path(path).name.split(".", 1)[0]
 FIGURE_EXTS: tuple[str, ...] = ("png", "pdf")
 CELL_WILDCARDS = "{decoder}/{compressor}/r{ratio}"
 SAMPLES_SUFFIX = ".samples.jsonl"

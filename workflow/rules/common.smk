@@ -156,17 +156,18 @@ def question_contexts(wildcards):
 
 
 def cell_results(cells):
-    """Every per-cell file a report reads."""
+    """Every per-cell file a report reads or indexes: summaries and their per-sample rows."""
     out = []
     for cell in cells:
         out += eval_outputs(cell)
+        out += [paths.samples_of(f) for f in eval_outputs(cell)]
         out.append(P.eval("rank_truncation.json", cell))
         out.append(P.probes("probes.json", cell))
         out.append(P.probes("entropy.samples.jsonl", cell))
         out.append(P.train("loss.csv", cell))
         out.append(P.train("summary.json", cell))
         if RAG_ENABLED:
-            out.append(P.eval("rag_musique.json", cell))
+            out += [P.eval("rag_musique.json", cell), paths.samples_of(P.eval("rag_musique.json", cell))]
     return out
 
 

@@ -14,8 +14,10 @@ rule evaluate_cell:
         models=lambda wc: model_inputs(wc.compressor, wc.decoder),
     output:
         **{task: P.eval_task(task) for task in EVAL_TASKS},
+        **{f"{task}_samples": paths.samples_of(P.eval_task(task)) for task in EVAL_TASKS},
         truncation=P.eval("rank_truncation.json"),
         **({"rag": P.eval("rag_musique.json")} if RAG_ENABLED else {}),
+        **({"rag_samples": paths.samples_of(P.eval("rag_musique.json"))} if RAG_ENABLED else {}),
     params:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:

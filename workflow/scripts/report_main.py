@@ -12,4 +12,5 @@ build_main_report(
     models=dict(snakemake.params.models),  # noqa: F821
     config_hash=snakemake.params.config_hash,  # noqa: F821
     outputs=list(snakemake.output),  # noqa: F821
+    dynamics_files=list(snakemake.input.dynamics),  # noqa: F821
 )
