@@ -1,19 +1,13 @@
-"""Table rendering: bold best per group and column, delta strings, missing cells as "—", LaTeX escaping, CSV."""
+"""Table rendering: bold best per group (which entries), intervals, control marks, missing cells, LaTeX, CSV."""
 import io
 import math
-import sys
-from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-try:
-    import ctxcomp  # noqa: F401
-except ImportError:  # not installed: use the work tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
 import results_fixture as rf
-from ctxcomp.report import collect, tables
+from ctxcomp.report import collect, compare, tables
 
 NAN = math.nan
 
@@ -24,25 +18,62 @@ def _frame(rows):
     return pd.DataFrame([{**base, **cols, **r} for r in rows])
 
 
-def _md_rows(md):
-    return [line for line in md.splitlines() if line.startswith("| ") and "Ratio" not in line]
+def _md_cells(md):
+    """Markdown table body as a list of rows, each a list of stripped cell strings."""
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "Ratio" not in line]
+    return [[c.strip() for c in r.strip("|").split("|")] for r in rows]
 
 
-def test_bold_best_and_deltas_per_family_and_ratio():
+def _col(label_count, task):
+    return label_count + collect.TASKS.index(task)
+
+
+def test_bold_best_per_family_and_ratio_with_intervals():
     df = _frame([
-        {"ratio": 4, "family": "Q", "size": "S", "params_b": 0.6, "compressor": "q-s", "recon_fineweb": 0.412},
-        {"ratio": 4, "family": "Q", "size": "L", "params_b": 4.0, "compressor": "q-l", "recon_fineweb": 0.443},
+        {"ratio": 4, "family": "Q", "size": "S", "params_b": 0.6, "compressor": "q-s", "recon_fineweb": 0.412,
+         "recon_fineweb_ci_low": 0.372, "recon_fineweb_ci_high": 0.452},
+        {"ratio": 4, "family": "Q", "size": "L", "params_b": 4.0, "compressor": "q-l", "recon_fineweb": 0.443,
+         "recon_fineweb_ci_low": 0.401, "recon_fineweb_ci_high": 0.486},
         {"ratio": 4, "family": "L", "size": "S", "params_b": 1.0, "compressor": "l-s", "recon_fineweb": 0.2},
         {"ratio": 16, "family": "Q", "size": "S", "params_b": 0.6, "compressor": "q-s", "recon_fineweb": 0.1},
     ])
     t = tables.table2(df)
-    rows = _md_rows(t.md)
-    assert "0.412 (\u22120.031)" in rows[0]
-    assert "**0.443**" in rows[1]
-    assert "**0.200**" in rows[2]  # only member of (L, 4): best of its own group
-    assert "**0.100**" in rows[3]  # ratio 16 is a separate group
-    assert r"0.412 ($-$0.031)" in t.tex and r"\textbf{0.443}" in t.tex
+    rows = _md_cells(t.md)
+    c = _col(3, "recon_fineweb")
+    assert [r[c] for r in rows] == ["0.41 [0.37, 0.45]", "**0.44** [0.40, 0.49]", "**0.20**", "**0.10**"]
+    assert r"\textbf{0.44}\,{\scriptsize [0.40, 0.49]}" in t.tex
     assert "\\toprule" in t.tex and "\\midrule" in t.tex and "\\bottomrule" in t.tex
+    csv = pd.read_csv(io.StringIO(t.csv))
+    assert csv["recon_fineweb"].tolist() == [0.412, 0.443, 0.2, 0.1]  # full precision
+    assert csv["recon_fineweb_delta"].tolist() == pytest.approx([0.412 - 0.443, 0.0, 0.0, 0.0])
+    assert csv["recon_fineweb_ci_high"].iloc[1] == 0.486
+
+
+def test_marks_go_on_exactly_the_flagged_entries_and_are_explained():
+    df = _frame([
+        {"ratio": 4, "family": "Q", "compressor": "a", "params_b": 0.6, "ko_faitheval": 0.6,
+         "ko_faitheval_shuffled_z_distinguishable": True, "ko_faitheval_no_memory_distinguishable": False,
+         "ko_faitheval_above_chance": True, "sd_fineweb": 0.5, "sd_fineweb_shuffled_z_distinguishable": False},
+        {"ratio": 4, "family": "Q", "compressor": "b", "params_b": 4.0, "ko_faitheval": 0.55,
+         "ko_faitheval_shuffled_z_distinguishable": False, "ko_faitheval_no_memory_distinguishable": True,
+         "ko_faitheval_above_chance": False, "ko_faitheval_delta_ci_low": -0.1, "ko_faitheval_delta_ci_high": 0.01,
+         "sd_fineweb": 0.4, "sd_fineweb_shuffled_z_distinguishable": True, "sd_fineweb_delta_ci_low": -0.2,
+         "sd_fineweb_delta_ci_high": -0.05},
+    ])
+    for col in [c for c in df if c.endswith(("_distinguishable", "_above_chance"))]:
+        df[col] = df[col].astype("boolean")
+    df["ko_faitheval_best"] = [True, False]
+    df["sd_fineweb_best"] = [True, False]
+    t = tables.table2(df)
+    rows = _md_cells(t.md)
+    ko, sd = _col(3, "ko_faitheval"), _col(3, "sd_fineweb")
+    assert rows[0][ko] == "**0.60**\u2021"           # best, but not distinguishable from the no-memory prior
+    assert rows[1][ko] == "0.55\u2248\u2020\u00a7"    # ties the best, indistinguishable from shuffled Z, at chance
+    assert rows[0][sd] == "**0.50**\u2020"
+    assert rows[1][sd] == "0.40"                      # delta interval excludes 0 and control is beaten: no mark
+    for sym in ("\u2248", "\u2020", "\u2021", "\u00a7"):
+        assert any(line.startswith(f"- {sym}: ") for line in t.md.splitlines()), sym
+    assert r"0.55$^{\approx\dagger\S}$" in t.tex and r"$\ddagger$: " in t.tex
 
 
 def test_missing_is_dash_never_best_never_zero():
@@ -51,9 +82,9 @@ def test_missing_is_dash_never_best_never_zero():
         {"ratio": 4, "family": "Q", "size": "L", "params_b": 4.0, "compressor": "q-l", "ko_faitheval": NAN},
     ])
     t = tables.table2(df)
-    rows = _md_rows(t.md)
-    assert "**0.300**" in rows[0]
-    assert rows[1].count("\u2014") == 5 and "**" not in rows[1] and "0.000" not in rows[1]
+    rows = _md_cells(t.md)
+    assert rows[0][_col(3, "ko_faitheval")] == "**0.30**"
+    assert rows[1][3:] == ["\u2014"] * 5
     tex_row = next(line for line in t.tex.splitlines() if line.startswith("4 & Q & L"))
     assert tex_row.count("---") == 5 and "textbf" not in tex_row
     csv = pd.read_csv(io.StringIO(t.csv))
@@ -68,7 +99,7 @@ def test_ties_are_all_bold_and_all_nan_group_has_no_best():
         {"ratio": 4, "family": "Q", "size": "S", "params_b": 0.6, "compressor": "a", "sd_fineweb": 0.5},
         {"ratio": 4, "family": "Q", "size": "L", "params_b": 4.0, "compressor": "b", "sd_fineweb": 0.5},
     ])
-    best, delta = tables.best_and_delta(df, tables.TASK_COLS, ["family", "ratio"])
+    best, delta = compare.best_and_delta(df, collect.TASKS, ["family", "ratio"])
     assert best["sd_fineweb"].tolist() == [True, True]
     assert best["ko_faitheval"].tolist() == [False, False]
     assert delta["ko_faitheval"].isna().all()
@@ -81,48 +112,170 @@ def test_latex_and_markdown_escaping():
     t = tables.table2(df)
     assert r"Fam\_1\&2 & 5\%" in t.tex
     assert "Fam_1&2" in t.md
-    assert tables.render(df.assign(family="a|b"), [tables.Col("family", "F")], [], None, "c", "l").md.count(
-        r"a\|b") == 1
+    spec = tables.Spec([tables.Label("family", "F")], [], "c", "l")
+    assert tables.render(df.assign(family="a|b"), spec).md.count(r"a\|b") == 1
 
 
-def test_sort_order_from_fixture(tmp_path):
-    args = rf.write_results(tmp_path / "run", rag=False)
-    ev = collect.load_eval(args["out"], args["cells"], args["models"])
-    t = tables.table2(ev)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return rf.write_results(tmp_path_factory.mktemp("tables") / "run")
+
+
+def _with_deltas(run, cells, group):
+    ev = collect.load_eval(run["out"], cells, run["models"])
+    return compare.add_best_deltas(ev, collect.TASKS, group, lambda c, t: collect.load_samples(run["out"], c, t))
+
+
+def test_table2_from_fixture_order_bold_and_marks(run):
+    t = tables.table2(_with_deltas(run, run["cells"], ["family", "ratio"]))
     csv = pd.read_csv(io.StringIO(t.csv))
     assert csv["ratio"].tolist() == [4, 4, 4, 4, 16, 16, 16, 16]
     assert csv["compressor"].tolist() == ["qwen-s", "qwen-l", "llama-s", "llama-l"] * 2
-    # the uncomputed cell is present but empty
     last = csv.iloc[-1]
     assert last["cell"] == rf.MISSING and last[list(collect.TASKS)].isna().all()
-    # fixture design: larger compressor reconstructs better, smaller one answers better
-    rows = _md_rows(t.md)
-    assert rows[1].split("|")[4].strip().startswith("**") and rows[0].split("|")[5].strip().startswith("**")
-    assert csv.loc[0, "recon_fineweb_delta"] == pytest.approx(rf.value("dec/qwen-s/r4", "recon_fineweb")
-                                                              - rf.value("dec/qwen-l/r4", "recon_fineweb"))
+    rows = _md_cells(t.md)
+    # fixture design: larger compressor reconstructs better, smaller one answers better (bold = which entries)
+    bold = {(csv.at[i, "cell"], task) for i in range(len(csv)) for task in collect.TASKS
+            if rows[i][_col(3, task)].startswith("**")}
+    want = set()
+    for fam in (("qwen-s", "qwen-l"), ("llama-s", "llama-l")):
+        for r in rf.RATIOS:
+            present = [c for c in fam if f"dec/{c}/r{r}" != rf.MISSING]
+            want.add((f"dec/{present[-1]}/r{r}", "recon_fineweb"))
+            want |= {(f"dec/{present[0]}/r{r}", t) for t in collect.TASKS[1:]}
+    assert bold == want
+    # control marks exactly where the fixture's flags are false
+    marks = {(csv.at[i, "cell"], task, sym) for i in range(len(csv)) for task in collect.TASKS
+             for sym in "\u2020\u2021\u00a7" if sym in rows[i][_col(3, task)]}
+    sym = {"shuffled_z": "\u2020", "no_memory": "\u2021"}
+    assert marks == {(c, t, sym[k]) for c, t, k in rf.INDISTINGUISHABLE} | {(c, t, "\u00a7") for c, t in rf.AT_CHANCE}
+    # delta to the best equals the difference of the stored values
+    i = csv.index[csv["cell"] == "dec/qwen-l/r4"][0]
+    assert csv.at[i, "ko_faitheval_delta"] == pytest.approx(rf.stored_value("dec/qwen-l/r4", "ko_faitheval")
+                                                            - rf.stored_value("dec/qwen-s/r4", "ko_faitheval"))
+    assert csv.at[i, "ko_faitheval_delta_ci_low"] < csv.at[i, "ko_faitheval_delta"] < csv.at[
+        i, "ko_faitheval_delta_ci_high"]
 
 
-def test_table3_best_per_decoder(tmp_path):
-    args = rf.write_results(tmp_path / "run", rag=False)
-    t = tables.table3(collect.load_eval(args["out"], args["ablation_cells"], args["models"]))
-    rows = _md_rows(t.md)
-    assert len(rows) == 6
-    assert [r.split("|")[2].strip() for r in rows] == ["dec"] * 3 + ["dec_b"] * 3
-    # each decoder has its own bold KO FaithEval best (the smallest Qwen compressor)
-    assert sum("**" in r.split("|")[6] for r in rows) == 2
+def test_tie_mark_follows_the_paired_interval(run):
+    ev = _with_deltas(run, run["cells"], ["family", "ratio"])
+    t = tables.table2(ev)
+    csv = pd.read_csv(io.StringIO(t.csv))
+    rows = _md_cells(t.md)
+    for i in range(len(csv)):
+        for task in collect.TASKS:
+            hi = csv.at[i, f"{task}_delta_ci_high"]
+            tie = bool(pd.notna(hi) and hi >= 0 and not csv.at[i, f"{task}_best"])
+            assert ("\u2248" in rows[i][_col(3, task)]) == tie, (csv.at[i, "cell"], task)
 
 
-def test_rank_truncation_and_rag_tables(tmp_path):
-    args = rf.write_results(tmp_path / "run")
-    rt = collect.load_rank_truncation(args["out"], args["cells"], args["models"])
+def test_table3_bold_is_per_decoder_and_ratio(run):
+    t = tables.table3(_with_deltas(run, run["ablation_cells"], ["decoder", "ratio"]))
+    rows = _md_cells(t.md)
+    assert [r[1] for r in rows] == ["dec"] * 3 + ["dec_b"] * 3
+    csv = pd.read_csv(io.StringIO(t.csv))
+    for task in collect.TASKS:
+        bold = [csv.at[i, "cell"] for i in range(len(rows)) if rows[i][_col(4, task)].startswith("**")]
+        want = []
+        for dec in ("dec", "dec_b"):  # one group per decoder (one ratio): the maximum over all its compressors
+            cells = [c for c in run["ablation_cells"] if c.startswith(dec + "/")]
+            score = {c: stored(c, task) for c in cells}
+            want += [c for c in cells if score[c] == max(score.values())]
+        assert sorted(bold) == sorted(want), task
+    assert sorted(bold) != sorted(run["ablation_cells"])
+
+
+def stored(cell, task):
+    """The fixture's stored headline value (reconstruction BLEU recomputed with sacrebleu)."""
+    if task == "recon_fineweb":
+        from sacrebleu.metrics import BLEU
+        refs, hyps = rf.recon_texts(cell)
+        return BLEU().corpus_score(hyps, [refs]).score / 100
+    return rf.stored_value(cell, task)
+
+
+def test_old_format_results_say_controls_are_missing(tmp_path):
+    cell = "dec/qwen-s/r4"
+    (tmp_path / "eval" / cell).mkdir(parents=True)
+    (tmp_path / "eval" / cell / "ko_faitheval.json").write_text('{"value": 0.5, "n": 10}')
+    t = tables.table2(collect.load_eval(tmp_path, [cell], rf.MODELS))
+    assert "1 entries have no control in their result file" in t.md
+    assert _md_cells(t.md)[0][_col(3, "ko_faitheval")] == "**0.50**"
+
+
+def test_sd_breakdown_matches_the_per_sample_rows(run):
+    sd, dims = collect.load_sd_breakdown(run["out"], run["cells"], run["models"])
+    assert dims == rf.DIMENSIONS
+    t = tables.sd_breakdown_table(sd, dims)
+    csv = pd.read_csv(io.StringIO(t.csv))
+    assert len(csv) == 2 * len(run["cells"])
+    cell, task = "dec/llama-s/r4", "sd_faitheval"
+    rows = rf.sd_rows(cell, task)
+    got = csv[(csv["cell"] == cell) & (csv["source"] == "faitheval")].iloc[0]
+    ans = [r["correct"] for r in rows if r["answerable"]]
+    assert got["answerable"] == pytest.approx(sum(ans) / len(ans)) and got["answerable_n"] == len(ans)
+    ent = [r["correct"] for r in rows if r["dimension"] == "entity_list"]
+    assert got["dim_entity_list"] == pytest.approx(sum(ent) / len(ent))
+    assert got["all"] == pytest.approx(rf.stored_value(cell, task))
+    header = t.md.splitlines()[2]
+    assert "Answerable" in header and "Unanswerable" in header and "entity list" in header
+
+
+def test_lora_control_difference_and_its_interval(run):
+    lora, full = rf.LORA_PAIRS[0]
+    ev = collect.load_eval(run["out"], [lora, full], run["models"])
+    frame = compare.lora_control_frame(ev, rf.LORA_PAIRS, collect.TASKS, collect.TASK_LABELS,
+                                       lambda c, t: collect.load_samples(run["out"], c, t))
+    t = tables.lora_control_table(frame)
+    csv = pd.read_csv(io.StringIO(t.csv))
+    assert csv["task"].tolist() == list(collect.TASKS)
+    ko = csv[csv["task"] == "ko_faitheval"].iloc[0]
+    assert ko["delta"] == pytest.approx(rf.stored_value(lora, "ko_faitheval") - rf.stored_value(full, "ko_faitheval"))
+    # independent check of the paired interval: normal approximation over the per-question differences
+    d = np.array(rf.correct_flags(lora, "ko_faitheval", rf.N_ITEMS), float) - np.array(
+        rf.correct_flags(full, "ko_faitheval", rf.N_ITEMS), float)
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert ko["delta_ci_low"] == pytest.approx(d.mean() - 1.96 * se, abs=0.015)
+    assert ko["delta_ci_high"] == pytest.approx(d.mean() + 1.96 * se, abs=0.015)
+    assert bool(ko["excludes_zero"]) == (ko["delta_ci_low"] > 0 or ko["delta_ci_high"] < 0)
+    recon = csv[csv["task"] == "recon_fineweb"].iloc[0]
+    assert recon["delta_ci_high"] < 0 and bool(recon["excludes_zero"])  # the LoRA twin reconstructs worse
+    rows = _md_cells(t.md)
+    assert rows[0][3] == "Reconstr." and rows[0][-1] == "yes"
+
+
+def test_rank_truncation_table_has_variants(run):
+    rt = collect.load_rank_truncation(run["out"], run["cells"], run["models"])
     t = tables.rank_truncation_table(rt)
     csv = pd.read_csv(io.StringIO(t.csv))
-    assert len(csv) == 7 * 4 + 1  # 7 computed cells x (3 energies + full), 1 missing cell
-    full = csv[(csv["cell"] == "dec/qwen-s/r4") & (csv["setting"] == "full")].iloc[0]
-    assert full["ko_faitheval"] == pytest.approx(rf.value("dec/qwen-s/r4", "ko_faitheval"))
-    assert full["ko_faitheval_delta_full"] == 0.0
-    assert not any("**" in r for r in _md_rows(t.md))  # nothing bold: not a ranking
-    rag = tables.rag_table(collect.load_rag(args["out"], args["cells"], args["models"]))
+    assert len(csv) == 7 * 7 + 1  # 7 computed cells x (2 variants x 3 energies + full), 1 missing cell
+    one = csv[csv["cell"] == "dec/qwen-s/r4"]
+    assert one["variant"].tolist() == ["per_sample"] * 3 + ["batch"] * 3 + ["full"]
+    full = one[one["setting"] == "full"].iloc[0]
+    assert full["ko_faitheval"] == pytest.approx(rf.stored_value("dec/qwen-s/r4", "ko_faitheval"))
+    batch = one[(one["variant"] == "batch") & (one["energy"] == 0.9)].iloc[0]
+    assert batch["ko_faitheval_delta_full"] == pytest.approx(full["ko_faitheval"] * (0.9 * 0.5 - 1), abs=1e-6)
+    assert not any("**" in c for r in _md_cells(t.md) for c in r)  # nothing bold: not a ranking
+
+
+def test_training_table_numbers(run):
+    tr = collect.load_training(run["out"], run["cells"], run["models"])
+    t = tables.training_table(tr)
+    csv = pd.read_csv(io.StringIO(t.csv)).set_index("cell")
+    cell = "dec/llama-s/r16"
+    k = 0.1 * (rf._seed(cell) % 5)
+    assert csv.at[cell, "steps"] == 120
+    assert csv.at[cell, "final_loss_re"] == pytest.approx(1.2 + k)
+    assert csv.at[cell, "loss_own_z"] == pytest.approx(2.1 + k)
+    assert csv.at[cell, "loss_shuffled_z"] == pytest.approx(3.0 + k)
+    assert csv.at[cell, "gap"] == pytest.approx(0.9)
+    assert csv.loc[rf.MISSING, ["steps", "gap"]].isna().all()
+    row = next(r for r in _md_cells(t.md) if r[:4] == ["dec", "16", "LLaMA-3.2", "1B"])
+    assert row[4:] == ["120", f"{1.2 + k:.3f}", "0.900", f"{2.1 + k:.4f}", f"{3.0 + k:.4f}", "0.9000"]
+
+
+def test_rag_table(run):
+    rag = tables.rag_table(collect.load_rag(run["out"], run["cells"], run["models"]))
     assert "EM" in rag.md and "F1" in rag.md and rag.md.count("\u2014") >= 3
 
 

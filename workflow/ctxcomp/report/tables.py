@@ -179,9 +179,12 @@ def explain(spec: Spec, df: pd.DataFrame) -> list[str]:
     used = [m for m in MARKS if any(m in c.marks for c in spec.cols)]
     for m in used:
         notes.append(f"{MARKS[m].md}: {MARKS[m].meaning}.")
-    missing = [(c, ctl) for c in spec.cols for ctl in CONTROLS if ctl in c.marks
-               and f"{c.key}_{ctl}_distinguishable" in df]
-    n_missing = sum(int((df[c.key].notna() & df[f"{c.key}_{ctl}_distinguishable"].isna()).sum()) for c, ctl in missing)
+    n_missing = 0
+    for c in spec.cols:
+        flags = [f"{c.key}_{ctl}_distinguishable" for ctl in CONTROLS if ctl in c.marks]
+        flags = [f for f in flags if f in df]
+        if flags:
+            n_missing += int((df[c.key].notna() & df[flags].isna().any(axis=1)).sum())
     if n_missing:
         notes.append(f"{n_missing} entries have no control in their result file (older format): "
                      "those marks cannot be shown.")
