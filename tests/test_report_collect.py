@@ -1,16 +1,10 @@
 """Reading result files: missing files become NaN, corrupt ones raise, per-context joins are right."""
 import json
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-try:
-    import ctxcomp  # noqa: F401
-except ImportError:  # not installed: use the work tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 import results_fixture as rf
 from ctxcomp.report import collect
@@ -29,9 +23,30 @@ def test_parse_cell():
 
 def test_load_eval(run):
     ev = collect.load_eval(run["out"], run["cells"], run["models"]).set_index("cell")
-    assert ev.loc["dec/qwen-l/r16", "ko_conflictqa"] == pytest.approx(rf.value("dec/qwen-l/r16", "ko_conflictqa"))
-    assert ev.loc["dec/qwen-l/r16", "family"] == "Qwen3" and ev.loc["dec/qwen-l/r16", "params_b"] == 4.0
+    cell = "dec/qwen-l/r16"
+    v = rf.stored_value(cell, "ko_conflictqa")
+    assert ev.loc[cell, "ko_conflictqa"] == pytest.approx(v)
+    assert ev.loc[cell, "family"] == "Qwen3" and ev.loc[cell, "params_b"] == 4.0
     assert ev.loc[rf.MISSING, list(collect.TASKS)].isna().all()
+    # interval, controls and flags of the contract
+    assert ev.loc[cell, "ko_conflictqa_ci_low"] == pytest.approx(v - rf.CI_HALF)
+    assert ev.loc[cell, "ko_conflictqa_n"] == rf.N_ITEMS and ev.loc[cell, "ko_conflictqa_seed"] == 1234
+    assert ev.loc[cell, "ko_conflictqa_no_memory_value"] == pytest.approx(v - 0.2)
+    assert ev.loc[cell, "ko_conflictqa_chance"] == rf.CHANCE and bool(ev.loc[cell, "ko_conflictqa_above_chance"])
+    assert bool(ev.loc["dec/qwen-l/r4", "sd_fineweb_shuffled_z_distinguishable"]) is False
+    assert bool(ev.loc["dec/llama-s/r16", "ko_conflictqa_above_chance"]) is False
+    assert "sd_fineweb_no_memory_value" not in ev  # the no-memory control is a KO control only
+    assert pd.isna(ev.loc[rf.MISSING, "ko_faitheval_shuffled_z_distinguishable"])
+
+
+def test_old_format_result_gives_unknown_flags(tmp_path):
+    d = tmp_path / "eval" / "dec/qwen-s/r4"
+    d.mkdir(parents=True)
+    (d / "ko_faitheval.json").write_text(json.dumps({"value": 0.5, "n": 4, "details": {"chance": 0.25}}))
+    ev = collect.load_eval(tmp_path, ["dec/qwen-s/r4"], rf.MODELS).iloc[0]
+    assert ev["ko_faitheval"] == 0.5 and ev["ko_faitheval_chance"] == 0.25
+    assert math.isnan(ev["ko_faitheval_ci_low"]) and pd.isna(ev["ko_faitheval_above_chance"])
+    assert pd.isna(ev["ko_faitheval_shuffled_z_distinguishable"])
 
 
 def test_corrupt_file_raises(tmp_path):
@@ -40,6 +55,10 @@ def test_corrupt_file_raises(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ValueError, match="recon_fineweb.json"):
         collect.load_eval(tmp_path, ["d/c/r4"], {})
+    bad = tmp_path / "eval" / "d/c/r4" / "sd_fineweb.samples.jsonl"
+    bad.write_text('{"context_id": "a", "correct": true}\n{oops\n')
+    with pytest.raises(ValueError, match=r"sd_fineweb.samples.jsonl:2"):
+        collect.load_samples(tmp_path, "d/c/r4", "sd_fineweb")
 
 
 def test_load_probes_and_losses(run):
@@ -48,30 +67,44 @@ def test_load_probes_and_losses(run):
     assert "entropy_fineweb" in pr and math.isnan(pr.loc[rf.MISSING, "entropy_mean"])
     losses = collect.load_losses(run["out"], run["cells"])
     assert set(losses) == set(run["cells"]) - {rf.MISSING}
-    assert {"step", "loss_re", "loss_nt"} <= set(losses["dec/qwen-s/r4"].columns)
+    assert losses["dec/qwen-s/r4"]["loss"].iloc[-1] == pytest.approx(rf.loss_at("dec/qwen-s/r4", 120))
 
 
-def test_entropy_drift_join(run):
-    ed = collect.load_entropy_drift(run["out"], run["cells"])
-    assert len(ed) == 7 * 2 * rf.N_CONTEXTS
-    cell = "dec/qwen-s/r4"
-    rows = [json.loads(x) for x in (Path(run["out"]) / "eval" / cell / "sd_faitheval.samples.jsonl").open()]
-    want = sum(r["correct"] for r in rows if r["context_id"] == "faitheval-2") / 2
-    got = ed[(ed.cell == cell) & (ed.source == "faitheval") & (ed.context_id == "faitheval-2")]
-    assert len(got) == 1 and got["drift_accuracy"].iloc[0] == pytest.approx(want)
-    assert got["n_questions"].iloc[0] == 2 and got["entropy"].iloc[0] == pytest.approx(
-        2.2 + 0.05 * ((sum(map(ord, cell)) + 2) % 4))
+def test_entropy_samples_carry_cell_metadata(run):
+    ent = collect.load_entropy_samples(run["out"], run["cells"], run["models"])
+    assert len(ent) == 7 * 2 * rf.N_CONTEXTS
+    one = ent[(ent["cell"] == "dec/llama-s/r4") & (ent["source"] == "faitheval") & (ent["context_id"] == "ctx-3")]
+    assert len(one) == 1 and one["family"].iloc[0] == "LLaMA-3.2" and one["ratio"].iloc[0] == 4
+    assert one["entropy"].iloc[0] == pytest.approx(rf.entropy_of("dec/llama-s/r4", "faitheval", 3))
+
+
+def test_duplicate_context_rows_are_refused(tmp_path):
+    rf.write_cell(tmp_path, "dec/qwen-s/r4", rag=False)
+    path = tmp_path / "probes" / "dec/qwen-s/r4" / "entropy.samples.jsonl"
+    path.write_text(path.read_text() + path.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match="entropy.samples.jsonl"):
+        collect.load_entropy_drift(tmp_path, ["dec/qwen-s/r4"], rf.MODELS)
 
 
 def test_rank_truncation_and_dynamics(run):
     rt = collect.load_rank_truncation(run["out"], run["cells"], run["models"])
     one = rt[rt.cell == "dec/qwen-s/r4"]
-    assert one["setting"].tolist() == ["0.5", "0.9", "0.99", "full"]
+    assert one["setting"].tolist() == ["0.5", "0.9", "0.99"] * 2 + ["full"]
+    assert one["variant"].tolist() == ["per_sample"] * 3 + ["batch"] * 3 + ["full"]
     assert rt[rt.cell == rf.MISSING]["setting"].tolist() == ["full"]
-    dyn = collect.load_dynamics(run["out"], run["dynamics_cell"])
+    files = collect.DynamicsFiles.of_run(run["out"], run["dynamics_cell"])
+    assert files.train == Path(run["out"]) / "dynamics" / run["dynamics_cell"] / "train" / "dynamics.csv"
+    assert collect.DynamicsFiles.from_paths([str(files.train), str(files.samples), str(files.checkpoints)]) == files
+    dyn = collect.load_dynamics(files)
     assert list(dyn.columns) == ["step", "erank", "entropy", "ko_faitheval", "ko_conflictqa"]
-    assert collect.load_dynamics(run["out"], None) is None
-    assert collect.load_train_dynamics(run["out"], "dec/qwen-l/r4") is None
+    assert len(dyn) == rf.N_CHECKPOINTS and dyn["erank"].idxmax() == rf.PEAK_INDEX
+    s = collect.load_checkpoint_samples(files)
+    assert len(s) == rf.N_CHECKPOINTS * 2 * rf.N_DYN_ITEMS
+    acc = s[(s.step == 100) & (s.task == "ko_faitheval")]["correct"].mean()
+    assert acc == pytest.approx(dyn.loc[dyn.step == 100, "ko_faitheval"].iloc[0])
+    assert collect.load_dynamics(collect.DynamicsFiles.of_run(run["out"], None)) is None
+    assert collect.load_train_dynamics(collect.DynamicsFiles.of_run(run["out"], "dec/qwen-l/r4")) is None
+    assert collect.load_checkpoint_samples(collect.DynamicsFiles()) is None
 
 
 def test_provenance_rows(run):

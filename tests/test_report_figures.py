@@ -1,19 +1,21 @@
-"""Each figure function writes a PNG and a PDF, also from empty or degenerate inputs."""
+"""Figures: the plotted data, the legend's numbers and the correlations, read back from the Figure objects and the
+data frames they are drawn from; and every figure renders from empty or degenerate inputs."""
 import math
-import sys
-from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-
-try:
-    import ctxcomp  # noqa: F401
-except ImportError:  # not installed: use the work tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+from matplotlib.collections import PathCollection
+from scipy import stats
 
 import results_fixture as rf
 from ctxcomp.metrics import correlate
 from ctxcomp.report import collect, figures
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return rf.write_results(tmp_path_factory.mktemp("figures") / "run")
 
 
 def _check(paths):
@@ -21,10 +23,166 @@ def _check(paths):
     assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF-")
 
 
-def test_corr_label():
+def test_corr_label_has_r_rho_p_and_n():
     assert figures.corr_label(correlate([1, 2], [3, 4]), "KO") == "KO: n too small (n=2)"
-    assert figures.corr_label(correlate([1, 2, 3], [1, 2, 4])) == "r=0.98, \u03c1=1.00 (n=3)"
+    r, p = stats.pearsonr([1, 2, 3, 4], [1, 2, 4, 3])
+    rho, q = stats.spearmanr([1, 2, 3, 4], [1, 2, 4, 3])
+    assert figures.corr_label(correlate([1, 2, 3, 4], [1, 2, 4, 3])) == (
+        f"r={r:.2f} (p={p:.2g}), \u03c1={rho:.2f} (p={q:.2g}), n=4")
     assert "constant" in figures.corr_label(correlate([1, 2, 3], [1, 1, 1]))
+
+
+def test_fig1_means_and_lines(run):
+    ev = collect.load_eval(run["out"], run["cells"], run["models"])
+    plot = figures.fig1_centre(ev)
+    data = plot.data
+    qa = data[data["series"] == "qa_mean"].set_index("cell")["value"]
+    cell = "dec/qwen-l/r16"
+    want = np.mean([rf.stored_value(cell, t) for t in ("ko_faitheval", "ko_conflictqa", "sd_fineweb", "sd_faitheval")])
+    assert qa[cell] == pytest.approx(want)
+    assert rf.MISSING not in qa.index  # no QA mean without all four tasks
+    # one panel per ratio, shared y; per family a dashed (BLEU) and a solid (QA) line through the cells' values
+    assert [ax.get_title() for ax in plot.fig.axes] == ["ratio 4", "ratio 16"]
+    lines = [ln for ln in plot.fig.axes[1].get_lines() if len(ln.get_xdata())]
+    solid = [ln for ln in lines if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in lines if ln.get_linestyle() == "--"]
+    assert len(solid) == 2 and len(dashed) == 2
+    qwen = next(ln for ln in solid if list(ln.get_xdata()) == [0.6, 4.0])
+    assert list(qwen.get_ydata()) == pytest.approx([qa["dec/qwen-s/r16"], qa[cell]])
+    assert plot.fig.axes[0].get_shared_y_axes().joined(plot.fig.axes[0], plot.fig.axes[1])
+    legend = plot.legend_texts(1)
+    assert "Qwen3" in legend and "reconstruction BLEU (FineWeb)" in legend
+
+
+def test_fig2_total_loss_at_ratio_4_per_family():
+    steps = np.arange(60)
+    loss = 5.0 + np.sin(steps / 3.0)
+    cells = pd.DataFrame({"cell": ["d/a/r4", "d/b/r4", "d/a/r16"], "family": ["F", "F", "F"],
+                          "size": ["1B", "8B", "1B"], "params_b": [1.0, 8.0, 1.0], "ratio": [4, 4, 16],
+                          "compressor": ["a", "b", "a"]})
+    losses = {c: pd.DataFrame({"step": steps, "loss": loss + i}) for i, c in enumerate(cells["cell"])}
+    plot = figures.fig2_loss(losses, cells, ratio=4)
+    assert len(plot.fig.axes) == 1 and plot.fig.axes[0].get_title() == "F"
+    assert set(plot.data["cell"]) == {"d/a/r4", "d/b/r4"}  # the 16x cell is not drawn
+    assert plot.legend_texts() == ["1B", "8B"]
+    # centred rolling mean over len/20 = 3 steps, shortened at the ends
+    want = np.array([loss[max(0, i - 1):i + 2].mean() for i in range(60)])
+    line = plot.fig.axes[0].get_lines()[0]
+    assert np.asarray(line.get_ydata()) == pytest.approx(want)
+
+
+def test_fig3c_post_peak_selection_legend_and_band(run):
+    files = collect.DynamicsFiles.of_run(run["out"], run["dynamics_cell"])
+    dyn, samples = collect.load_dynamics(files), collect.load_checkpoint_samples(files)
+    plot = figures.fig3c_erank_ko(dyn, samples, run["dynamics_cell"])
+    n_post = rf.N_CHECKPOINTS - rf.PEAK_INDEX
+    steps = [rf.PROBE_EVERY * (k + 1) for k in range(rf.PEAK_INDEX, rf.N_CHECKPOINTS)]
+    for task, label in (("ko_faitheval", "KO FaithEval"), ("ko_conflictqa", "KO ConflictQA")):
+        d = plot.data[plot.data["task"] == task]
+        assert d["step"].tolist() == steps  # from the erank peak on, nothing before it
+        er = [rf.dyn_erank(k) for k in range(rf.PEAK_INDEX, rf.N_CHECKPOINTS)]
+        acc = [np.mean(rf.dyn_correct(task, k)) for k in range(rf.PEAK_INDEX, rf.N_CHECKPOINTS)]
+        r, p = stats.pearsonr(er, acc)
+        rho, q = stats.spearmanr(er, acc)
+        assert f"{label}: r={r:.2f} (p={p:.2g}), \u03c1={rho:.2f} (p={q:.2g}), n={n_post}" in plot.legend_texts()
+        row = plot.correlations[plot.correlations["task"] == task].iloc[0]
+        assert row["n"] == n_post and row["pearson_p"] == pytest.approx(p) and row["x"] == "erank"
+        # band: IQR of the accuracy over question resamples ~ acc -/+ 0.674 binomial standard errors
+        se = np.sqrt(d["accuracy"] * (1 - d["accuracy"]) / rf.N_DYN_ITEMS)
+        assert (d["q25"] <= d["accuracy"] + 1e-12).all() and (d["q75"] >= d["accuracy"] - 1e-12).all()
+        assert np.asarray(d["q75"] - d["q25"]) == pytest.approx(np.asarray(2 * 0.674 * se), abs=0.025)
+    assert f"{n_post} post-peak checkpoints" in plot.fig.axes[0].get_title()
+    assert len(plot.fig.axes[0].collections) == 4  # a band and a scatter per task
+
+
+def test_fig3c_without_per_question_rows_has_no_band(run):
+    dyn = collect.load_dynamics(collect.DynamicsFiles.of_run(run["out"], run["dynamics_cell"]))
+    plot = figures.fig3c_erank_ko(dyn, None, run["dynamics_cell"])
+    assert plot.data["q25"].isna().all() and "no band" in plot.fig.axes[0].get_title()
+    assert all(isinstance(c, PathCollection) for c in plot.fig.axes[0].collections)
+
+
+def test_fig4a_distribution_per_compressor(run):
+    ent = collect.load_entropy_samples(run["out"], run["cells"], run["models"])
+    plot = figures.fig4a_entropy_size(ent)
+    s = plot.data.set_index(["cell", "source"])
+    cell = "dec/llama-s/r16"
+    vals = [rf.entropy_of(cell, "faitheval", i) for i in range(rf.N_CONTEXTS)]
+    got = s.loc[(cell, "faitheval")]
+    assert got["n"] == rf.N_CONTEXTS and got["median"] == pytest.approx(np.median(vals))
+    assert got["q25"] == pytest.approx(np.percentile(vals, 25)) and got["mean"] == pytest.approx(np.mean(vals))
+    # panels: source x ratio; boxes of the 16x FineWeb panel are the three computed compressors, family order
+    titles = [ax.get_title() for ax in plot.fig.axes]
+    assert titles == ["fineweb, ratio 4", "fineweb, ratio 16", "faitheval, ratio 4", "faitheval, ratio 16"]
+    ticks = [t.get_text() for t in plot.fig.axes[1].get_xticklabels()]
+    assert ticks == [f"Qwen3\n0.6B\nn={rf.N_CONTEXTS}", f"Qwen3\n4B\nn={rf.N_CONTEXTS}",
+                     f"LLaMA-3.2\n1B\nn={rf.N_CONTEXTS}"]
+
+
+def _hand_join(out, cell):
+    """(source, context_id) -> (entropy, drift accuracy), joined without pandas from the raw files."""
+    import json
+    from pathlib import Path
+
+    ent = {(r["source"], r["context_id"]): r["entropy"] for r in map(json.loads, (
+        Path(out) / "probes" / cell / "entropy.samples.jsonl").read_text().splitlines())}
+    out_ = {}
+    for src in rf.SOURCES:
+        rows = [json.loads(x) for x in (Path(out) / "eval" / cell / f"sd_{src}.samples.jsonl").read_text().splitlines()]
+        for ctx in {r["context_id"] for r in rows}:
+            c = [r["correct"] for r in rows if r["context_id"] == ctx]
+            out_[(src, ctx)] = (ent[(src, ctx)], sum(c) / len(c))
+    return out_
+
+
+def test_entropy_drift_join_keeps_sources_apart(run):
+    """Context ids collide across sources in the fixture: a join on context_id alone would mix them."""
+    ed = collect.load_entropy_drift(run["out"], run["cells"], run["models"])
+    assert len(ed) == 7 * 2 * rf.N_CONTEXTS
+    cell = "dec/qwen-s/r4"
+    want = _hand_join(run["out"], cell)
+    got = ed[ed["cell"] == cell].set_index(["source", "context_id"])
+    assert len(got) == len(want)
+    for key, (e, acc) in want.items():
+        assert got.loc[key, "entropy"] == pytest.approx(e) and got.loc[key, "drift_accuracy"] == pytest.approx(acc)
+    assert got.loc[("faitheval", "ctx-2"), "entropy"] == pytest.approx(got.loc[("fineweb", "ctx-2"), "entropy"] + 1)
+
+
+def test_fig4c_panels_per_compressor_and_within_cell_correlations(run):
+    ed = collect.load_entropy_drift(run["out"], run["cells"], run["models"])
+    plot = figures.fig4c_entropy_drift(ed)
+    visible = [ax for ax in plot.fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["Qwen3 0.6B, ratio 16", "Qwen3 4B, ratio 16",
+                                                  "LLaMA-3.2 1B, ratio 16", "all cells pooled (between models)"]
+    cell = "dec/qwen-l/r16"
+    pairs = list(_hand_join(run["out"], cell).values())
+    e, a = [p[0] for p in pairs], [p[1] for p in pairs]
+    r, p = stats.pearsonr(e, a)
+    rho, q = stats.spearmanr(e, a)
+    legend = plot.legend_texts(1)
+    assert legend[-1] == f"within cell: r={r:.2f} (p={p:.2g}), \u03c1={rho:.2f} (p={q:.2g}), n={len(pairs)}"
+    assert sorted(legend[:-1]) == ["faitheval", "fineweb"]
+    assert visible[1].get_xlabel() == figures.ENTROPY_LABEL and "compressor entropy" not in visible[1].get_xlabel()
+    # the correlation data cover every cell (also those without a panel), per source and pooled
+    c = plot.correlations
+    assert set(c.loc[c["subset"] == "cell", "cell"]) == set(run["cells"]) - {rf.MISSING}
+    row = c[(c["cell"] == cell) & (c["source"] == "all")].iloc[0]
+    assert row["pearson_r"] == pytest.approx(r) and row["spearman_p"] == pytest.approx(q) and row["n"] == len(pairs)
+    src = c[(c["cell"] == cell) & (c["source"] == "fineweb")].iloc[0]
+    assert src["n"] == rf.N_CONTEXTS
+    assert (c["subset"] == "all cells pooled").sum() == 1
+
+
+def test_rank_truncation_figure_data(run):
+    rt = collect.load_rank_truncation(run["out"], run["cells"], run["models"])
+    plot = figures.figG2_rank_truncation(rt)
+    assert [ax.get_title() for ax in plot.fig.axes] == ["KO FaithEval, per_sample", "KO ConflictQA, per_sample",
+                                                        "KO FaithEval, batch", "KO ConflictQA, batch"]
+    d = plot.data[(plot.data["cell"] == "dec/qwen-s/r4") & (plot.data["task"] == "ko_faitheval")
+                  & (plot.data["variant"] == "batch")]
+    full = rf.stored_value("dec/qwen-s/r4", "ko_faitheval")
+    assert d["energy"].tolist() == [0.5, 0.9, 0.99, 1.0]  # the full-rank value closes each line at 1.0
+    assert d["accuracy"].tolist() == pytest.approx([full * e * 0.5 for e in (0.5, 0.9, 0.99)] + [full], abs=1e-6)
 
 
 def test_figures_from_empty_inputs(tmp_path):
@@ -33,28 +191,30 @@ def test_figures_from_empty_inputs(tmp_path):
     ev = collect.load_eval(tmp_path, cells, rf.MODELS)
     pr = collect.load_probes(tmp_path, cells, rf.MODELS)
     rt = collect.load_rank_truncation(tmp_path, cells, rf.MODELS)
-    ed = collect.load_entropy_drift(tmp_path, cells)
+    ed = collect.load_entropy_drift(tmp_path, cells, rf.MODELS)
+    ent = collect.load_entropy_samples(tmp_path, cells, rf.MODELS)
     r = tmp_path / "report"
-    _check(figures.fig1_centre(ev, r / "f1"))
-    _check(figures.fig2_loss({}, ev, r / "f2"))
-    _check(figures.fig3a_erank_size(pr, r / "f3a"))
-    _check(figures.fig3b_erank_steps(None, None, None, r / "f3b"))
-    _check(figures.fig3c_erank_ko(None, None, r / "f3c"))
-    _check(figures.fig4a_entropy_size(pr, r / "f4a"))
-    _check(figures.fig4b_entropy_steps(None, None, None, r / "f4b"))
-    _check(figures.fig4c_entropy_drift(ed, r / "f4c"))
-    _check(figures.figG2_rank_truncation(rt, r / "g2"))
+    plots = {"f1": figures.fig1_centre(ev), "f2": figures.fig2_loss({}, ev), "f3a": figures.fig3a_erank_size(pr),
+             "f3b": figures.fig3b_erank_steps(None, None, None), "f3c": figures.fig3c_erank_ko(None, None, None),
+             "f4a": figures.fig4a_entropy_size(ent), "f4b": figures.fig4b_entropy_steps(None, None, None),
+             "f4c": figures.fig4c_entropy_drift(ed), "g2": figures.figG2_rank_truncation(rt)}
+    for name, plot in plots.items():
+        _check(plot.save(r / name))
+        assert plot.data.empty, name
+        texts = [t.get_text() for ax in plot.fig.axes for t in ax.texts]
+        assert any("no data" in t or "no dynamics" in t for t in texts), name
+    assert plots["f3c"].correlations.empty and list(plots["f3c"].correlations.columns) == list(figures.CORR_COLUMNS)
 
 
 def test_few_points_give_nan_correlations(tmp_path):
     dyn = pd.DataFrame({"step": [0, 20], "erank": [1.0, 2.0], "entropy": [3.0, math.nan],
                         "ko_faitheval": [0.5, math.nan], "ko_conflictqa": [0.4, 0.4]})
-    _check(figures.fig3c_erank_ko(dyn, "d/c/r4", tmp_path / "f3c"))
-    _check(figures.fig4b_entropy_steps(dyn, None, "d/c/r4", tmp_path / "f4b"))
-    ed = pd.DataFrame({"cell": ["c"] * 2, "source": ["fineweb", "faitheval"], "context_id": ["1", "1"],
-                       "entropy": [2.0, 2.5], "drift_accuracy": [1.0, 0.5], "n_tokens": [4, 4],
-                       "n_questions": [2, 2]})
-    _check(figures.fig4c_entropy_drift(ed, tmp_path / "f4c"))
+    plot = figures.fig3c_erank_ko(dyn, None, "d/c/r4")
+    # the peak is the last checkpoint; its FaithEval accuracy is missing
+    assert plot.legend_texts() == ["KO FaithEval: n too small (n=0)", "KO ConflictQA: n too small (n=1)"]
+    assert plot.correlations["pearson_r"].isna().all()
+    _check(plot.save(tmp_path / "f3c"))
+    _check(figures.fig4b_entropy_steps(dyn, None, "d/c/r4").save(tmp_path / "f4b"))
 
 
 @pytest.mark.parametrize("name", figures.FIGURES)

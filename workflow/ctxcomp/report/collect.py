@@ -380,6 +380,11 @@ def load_entropy_drift(out: str | Path, cells: list[str], models: dict | None = 
         agg = d.groupby(["source", "context_id"], as_index=False).agg(
             drift_accuracy=("correct", "mean"), n_questions=("correct", "size"))
         e = e.assign(context_id=e["context_id"].astype(str))
+        dup = e.duplicated(["source", "context_id"], keep=False)
+        if dup.any():
+            first = e.loc[dup, ["source", "context_id"]].iloc[0].tolist()
+            raise ValueError(f"{cell_path('probes', out, cell) / 'entropy.samples.jsonl'}: {int(dup.sum())} rows "
+                             f"share a (source, context_id), e.g. {first}")
         frames.append(e.merge(agg, on=["source", "context_id"], how="inner", validate="one_to_one"))
     if not frames:
         return pd.DataFrame(columns=cols)
