@@ -4,17 +4,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ctxcomp.paths import RunPaths
 from snakemake_helpers import copy_repo, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow
 
 FIGURES = ["fig1_centre", "fig2_loss", "fig3a_erank_size", "fig3b_erank_steps", "fig3c_erank_ko",
            "fig4a_entropy_size", "fig4b_entropy_steps", "fig4c_entropy_drift", "figG2_rank_truncation"]
+TABLES = ["table2", "sd_breakdown", "table3", "rank_truncation", "rag_musique", "training"]
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +30,54 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def test_every_table_and_figure(tiny_run):
     rep = tiny_run / "results/tiny/report"
-    for name in ("table2", "table3", "rank_truncation", "rag_musique", "training"):
+    for name in TABLES:
         for ext in ("md", "csv", "tex"):
             assert (rep / f"{name}.{ext}").stat().st_size > 0
     for fig in FIGURES:
         assert (rep / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (rep / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
+    for fig in ("fig3c_erank_ko", "fig4c_entropy_drift"):
+        rows = list(csv.DictReader(open(rep / f"{fig}.correlation.csv")))
+        assert rows and all(int(r["n"]) >= 1 for r in rows), fig
     index = (rep / "index.md").read_text()
-    assert "table2.md" in index and "fig2_loss.png" in index
+    assert "table2.md" in index and "fig2_loss.png" in index and "fig3c_erank_ko.correlation.csv" in index
+
+
+def test_snakemake_report_holds_every_table_and_figure(tiny_run):
+    """`snakemake --report report.zip`: a browsable page (rule graph, runtimes) with every report artifact inside,
+    each listed with its caption."""
+    run_snakemake(["--profile", "profiles/tiny", "paper", "--report", "report.zip"], cwd=tiny_run)
+    with zipfile.ZipFile(tiny_run / "report.zip") as z:
+        names = z.namelist()
+        html = z.read("report/report.html").decode()
+    p = RunPaths("results/tiny")
+    for f in p.main_report_files(rag=True) + p.ablation_report_files():
+        name = Path(f).name
+        stored = [n for n in names if n.startswith("report/data/raw/") and n.endswith("/" + name)]
+        assert len(stored) == 1, name
+        assert z_bytes(tiny_run / "report.zip", stored[0]) == (tiny_run / f).read_bytes(), name
+        assert f'"name": "{name}"' in html, name
+    for text in ("Table 2 (main results)", "Figure 3 (effective rank)", "Provenance", "report_main",
+                 "train_compressor", "bootstrap"):
+        assert text in html, text
+
+
+def z_bytes(archive: Path, member: str) -> bytes:
+    with zipfile.ZipFile(archive) as z:
+        return z.read(member)
 
 
 def test_table2_has_every_cell(tiny_run):
     rows = list(csv.DictReader(open(tiny_run / "results/tiny/report/table2.csv")))
     assert len(rows) == 18  # 6 compressors x 3 ratios
+    tasks = ["recon_fineweb", "ko_faitheval", "ko_conflictqa", "sd_fineweb", "sd_faitheval"]
     for row in rows:
-        values = [v for k, v in row.items() if k and "delta" not in k.lower()]
-        assert all(v != "" for v in values), row
+        for task in tasks:  # the result-file contract: value, n, interval and the shuffled-Z control everywhere
+            for field in ("", "_n", "_ci_low", "_ci_high", "_shuffled_z_distinguishable", "_best", "_delta"):
+                assert row[task + field] != "", (row["cell"], task + field)
+        for task in tasks[1:3]:
+            for field in ("_no_memory_distinguishable", "_chance", "_above_chance"):
+                assert row[task + field] != "", (row["cell"], task + field)
 
 
 def test_cell_results_are_consistent(tiny_run):
@@ -71,6 +107,25 @@ def test_dynamics_checkpoints(tiny_run):
 
 
 def test_rerun_is_a_no_op(tiny_run):
+    proc = run_snakemake(["--profile", "profiles/tiny", "paper", "-n"], cwd=tiny_run)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_a_deleted_per_sample_file_is_remade_and_the_reports_follow(tiny_run):
+    """Deleting one cell's per-sample rows makes `paper` plan that cell's evaluation and the main report again
+    (the cell is not in the ablation, so Table 3 stays); nothing else."""
+    cell = "tiny-llama-dec/tiny-llama-m/r64"
+    path = tiny_run / "results/tiny/eval" / cell / "sd_faitheval.samples.jsonl"
+    keep = path.with_name("kept.jsonl")
+    shutil.copy2(path, keep)
+    path.unlink()
+    try:
+        proc = run_snakemake(["--profile", "profiles/tiny", "paper", "-n", "--quiet", "rules"], cwd=tiny_run)
+        counts = job_counts(proc.stdout + proc.stderr)
+        assert counts == {"evaluate_cell": 1, "report_main": 1, "paper": 1, "total": 3}, counts
+    finally:
+        shutil.copy2(keep, path)  # same bytes and times: the run is complete again
+        keep.unlink()
     proc = run_snakemake(["--profile", "profiles/tiny", "paper", "-n"], cwd=tiny_run)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
