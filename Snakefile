@@ -23,26 +23,35 @@ include: "workflow/rules/probes.smk"
 include: "workflow/rules/report.smk"
 
 
+# Targets list the per-cell results the reports read as well: Snakemake re-plans a job for a missing input of a
+# target, not for a missing intermediate file, so a deleted result is re-made (and its report follows).
+
+
 rule all:
     """Table 2 and Figures 1-4 for the main decoder (27 cells with config.yaml)."""
     input:
         main_report_outputs(),
+        main_report_inputs(),
 
 
 rule ablation:
     """Table 3: the decoder ablation."""
     input:
         ablation_report_outputs(),
+        cell_results(ABLATION_CELLS),
 
 
 rule paper:
     """Every table and figure of the paper."""
     input:
         main_report_outputs(),
+        main_report_inputs(),
         ablation_report_outputs(),
+        cell_results(ABLATION_CELLS),
 
 
 rule lora_control:
     """The LoRA control (config `lora_control`): LoRA compressors beside their full fine-tune twins."""
     input:
         lora_control_outputs,
+        cell_results([c for pair in LORA_PAIRS for c in pair]),

@@ -67,6 +67,15 @@ def test_report_main_reads_every_per_cell_file_and_the_dynamics_run(dag, cfg):
     assert any(f.endswith("dynamics.csv") and f in probe["input"] for f in inputs)
 
 
+def test_targets_list_what_the_reports_read(dag):
+    """Snakemake re-plans a job for a missing input of the target, not for a missing intermediate file: the
+    targets must list every file the reports read, so a deleted result is re-made and its report follows."""
+    target = set(_one(dag, "paper")["input"])
+    assert set(_one(dag, "report_main")["input"]) <= target
+    assert set(_one(dag, "report_ablation")["input"]) <= target
+    assert set(_one(dag, "report_main")["output"]) <= target
+
+
 def test_per_sample_files_are_outputs_of_evaluate_cell(dag, cfg):
     P = paths.RunPaths(C.outdir(cfg))
     evals = {tuple(j["output"][:1]): j for j in dag if j["rule"] == "evaluate_cell"}

@@ -31,6 +31,11 @@ def dynamics_inputs():
     return files + [expand(rules.probe_dynamics.input.dynamics, **wc)[0]]
 
 
+def main_report_inputs():
+    """Every file rule report_main reads (the targets list them too: see the Snakefile)."""
+    return cell_results(MAIN_CELLS) + dynamics_inputs()
+
+
 def lora_control_outputs(wildcards):
     if not LORA_PAIRS:
         raise WorkflowError("target lora_control: config has no `lora_control` section (compressors, ratios)")
