@@ -282,7 +282,8 @@ def write_dynamics(out: Path, cell: str, n_checkpoints: int = N_CHECKPOINTS, sam
 def report_files(out: Path, rag: bool = True) -> list[str]:
     """The main report files, as ctxcomp.paths.RunPaths.main_report_files() lists them."""
     r = out / "report"
-    names = [f"{p}.{e}" for p in ("table2", "sd_breakdown", "rank_truncation", "training") for e in ("md", "csv", "tex")]
+    tables = ("table2", "sd_breakdown", "rank_truncation", "training")
+    names = [f"{p}.{e}" for p in tables for e in ("md", "csv", "tex")]
     names += [f"{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
     names += [f"{f}.correlation.csv" for f in CORRELATIONS]
     names += [f"rag_musique.{e}" for e in ("md", "csv", "tex")] if rag else []

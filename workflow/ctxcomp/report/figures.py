@@ -491,7 +491,7 @@ def compressor_colors(df: pd.DataFrame) -> dict[str, tuple]:
         return out
     from matplotlib import colormaps
 
-    for f_i, (fam, g) in enumerate(df.groupby("family", sort=False)):
+    for f_i, (_, g) in enumerate(df.groupby("family", sort=False)):
         comps = list(dict.fromkeys(g.sort_values("params_b", kind="stable")["compressor"]))
         cmap = colormaps[maps[f_i % len(maps)]]
         for k, comp in enumerate(comps):

@@ -345,8 +345,8 @@ def sd_breakdown_table(sd_df: pd.DataFrame, dims: Sequence[str]) -> Rendered:
     spec = Spec((Label("source", "Source"), Label("ratio", "Ratio"), Label("family", "Family"),
                  Label("size", "Size")), cols, "Semantic drift by question kind and dimension", "tab:sd-breakdown",
                 rule_on="ratio", csv_extra=_CSV_CELL, csv_fields=("ci_low", "ci_high", "n"),
-                notes=["Unanswerable questions are correct only when the decoder abstains; EM (norm.) is the "
-                       "normalised exact-match variant of the overall score."])
+                notes=[("Unanswerable questions are correct only when the decoder abstains; EM (norm.) is the "
+                        "normalised exact-match variant of the overall score.")])
     return render(df, spec)
 
 
@@ -364,9 +364,9 @@ def lora_control_table(lc_df: pd.DataFrame) -> Rendered:
                 "LoRA against full fine-tuning of the same compressor", "tab:lora-control", rule_on="lora_cell",
                 csv_extra=("lora_cell", "full_cell", "task"), csv_fields=("ci_low", "ci_high", "n"),
                 csv_tail=("excludes_zero",), trailing=(Label("excl", "excludes 0"),),
-                notes=["LoRA − full: paired bootstrap 95 % interval over the items both were evaluated on; "
-                       "excludes 0: yes where it does (the two fine-tunings differ), — where per-sample rows are "
-                       "missing."])
+                notes=[("LoRA − full: paired bootstrap 95 % interval over the items both were evaluated on; "
+                        "excludes 0: yes where it does (the two fine-tunings differ), — where per-sample rows are "
+                        "missing.")])
     return render(df.assign(excludes_zero=df["excl"].map({"yes": True, "no": False})), spec)
 
 
@@ -386,8 +386,8 @@ def rank_truncation_table(rt_df: pd.DataFrame) -> Rendered:
     spec = Spec(labels, cols, "KO accuracy after truncating the memory to a fraction of its spectral energy",
                 "tab:rank-truncation", rule_on="cell", csv_extra=("energy", *_CSV_CELL),
                 csv_fields=("ci_low", "ci_high"), csv_tail=tail,
-                notes=["per_sample: each memory cut to its own top singular directions; batch: one SVD over the "
-                       "batch of memories. full: no truncation."])
+                notes=[("per_sample: each memory cut to its own top singular directions; batch: one SVD over the "
+                        "batch of memories. full: no truncation.")])
     return render(df, spec)
 
 
@@ -411,6 +411,6 @@ def training_table(train_df: pd.DataFrame) -> Rendered:
             Col("final_loss_nt", "L_nt", 3, False), Col("loss_own_z", "L_re own Z", 4, False),
             Col("loss_shuffled_z", "L_re shuffled Z", 4, False), Col("gap", "Gap", 4, False))
     spec = Spec(labels, cols, "Training losses and the shuffled-memory control", "tab:training", rule_on="ratio",
-                csv_extra=_CSV_CELL, notes=["Gap = L_re with shuffled Z − L_re with own Z on held-out segments "
-                                            "(> 0: the decoder reads the memory)."])
+                csv_extra=_CSV_CELL, notes=[("Gap = L_re with shuffled Z − L_re with own Z on held-out segments "
+                                             "(> 0: the decoder reads the memory).")])
     return render(df, spec)
