@@ -16,15 +16,10 @@ def reported(files):
     out = []
     for f in files:
         name = paths.artifact_name(f)
-        out.append(
-            report(
-                f,
-                caption=f"../report/{name}.rst",
-                category=paths.REPORT_CATEGORIES[name],
-                subcategory=name,
-                labels={"artifact": name, "format": Path(f).name.split(".", 1)[1]},
-            )
-        )
+        labels = {"artifact": name, "format": Path(f).name.split(".", 1)[1]}
+        # `report(` must not start a line: the Snakemake parser would read it as the `report:` keyword
+        out.append(report(f, caption=f"../report/{name}.rst", category=paths.REPORT_CATEGORIES[name],
+                          subcategory=name, labels=labels))
     return out
 
 
@@ -55,18 +50,18 @@ rule report_main:
         dynamics=dynamics_inputs(),
     output:
         reported(main_report_outputs()),
-    log:
-        P.log("report_main"),
-    conda:
-        "../../envs/report.yaml"
-    resources:
-        **cpu_resources(mem_mb=4000, runtime=30),
     params:
         out=report_dir,
         cells=[c.path for c in MAIN_CELLS],
         dynamics_cell=DYNAMICS_CELL.path if DYNAMICS_CELL else None,
         models=REPORT_MODELS,
         config_hash=C.stable_hash(config),
+    log:
+        P.log("report_main"),
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    conda:
+        "../../envs/report.yaml"
     script:
         "../scripts/report_main.py"
 
@@ -76,17 +71,17 @@ rule report_ablation:
         cells=cell_results(ABLATION_CELLS),
     output:
         reported(ablation_report_outputs()),
-    log:
-        P.log("report_ablation"),
-    conda:
-        "../../envs/report.yaml"
-    resources:
-        **cpu_resources(mem_mb=4000, runtime=30),
     params:
         out=report_dir,
         cells=[c.path for c in ABLATION_CELLS],
         models=REPORT_MODELS,
         config_hash=C.stable_hash(config),
+    log:
+        P.log("report_ablation"),
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    conda:
+        "../../envs/report.yaml"
     script:
         "../scripts/report_ablation.py"
 
@@ -98,15 +93,15 @@ if LORA_PAIRS:
             cells=cell_results([c for pair in LORA_PAIRS for c in pair]),
         output:
             reported(P.lora_control_report_files()),
-        log:
-            P.log("report_lora_control"),
-        conda:
-            "../../envs/report.yaml"
-        resources:
-            **cpu_resources(mem_mb=4000, runtime=30),
         params:
             out=report_dir,
             pairs=[[lora.path, full.path] for lora, full in LORA_PAIRS],
             models=REPORT_MODELS,
+        log:
+            P.log("report_lora_control"),
+        resources:
+            **cpu_resources(mem_mb=4000, runtime=30),
+        conda:
+            "../../envs/report.yaml"
         script:
             "../scripts/report_lora_control.py"
