@@ -19,6 +19,8 @@ from scipy import stats
 #: Bootstrap settings when a result file does not name its own (contract: `bootstrap`).
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 1234
+#: Resampled unit indices held at once (per-segment BLEU statistics are ~10 floats per index).
+_BATCH_ELEMENTS = 500_000
 
 
 def unit_of(task: str) -> str:
@@ -33,7 +35,7 @@ def _nan(n: int = 0) -> dict:
 def _percentile_ci(n: int, stat: Callable[[np.ndarray], np.ndarray], resamples: int, seed: int) -> tuple:
     """Percentile interval of a statistic of resampled unit indices (stat maps [..., n] indices to [...])."""
     res = stats.bootstrap((np.arange(n),), lambda i, axis=-1: stat(np.asarray(i)), vectorized=True,
-                          n_resamples=resamples, batch=max(1, min(resamples, 2_000_000 // max(n, 1))),
+                          n_resamples=resamples, batch=max(1, min(resamples, _BATCH_ELEMENTS // max(n, 1))),
                           method="percentile", rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -69,11 +71,15 @@ def accuracy_delta(a: pd.DataFrame, b: pd.DataFrame, task: str, resamples: int =
 
 
 def _bleu_stats(rows: pd.DataFrame) -> pd.DataFrame:
+    """sacreBLEU's sufficient statistics per segment (lengths, n-gram matches and totals), indexed by id; kept in
+    `rows.attrs` so a cell compared with several others is tokenised once."""
     from sacrebleu.metrics import BLEU  # the metric of the headline number (ctxcomp.metrics.bleu)
 
-    st = BLEU()._extract_corpus_statistics(rows["hypothesis"].astype(str).tolist(),
-                                           [rows["reference"].astype(str).tolist()])
-    return pd.DataFrame(np.asarray(st, dtype=float), index=rows["id"].astype(str))
+    if "_bleu_stats" not in rows.attrs:
+        st = BLEU()._extract_corpus_statistics(rows["hypothesis"].astype(str).tolist(),
+                                               [rows["reference"].astype(str).tolist()])
+        rows.attrs["_bleu_stats"] = pd.DataFrame(np.asarray(st, dtype=float), index=rows["id"].astype(str))
+    return rows.attrs["_bleu_stats"]
 
 
 def bleu_delta(a: pd.DataFrame, b: pd.DataFrame, resamples: int = DEFAULT_RESAMPLES,
