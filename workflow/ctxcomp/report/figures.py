@@ -127,7 +127,7 @@ def _log_size_axis(ax, df: pd.DataFrame) -> None:
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
         ax.xaxis.set_minor_formatter(plain)
-        ax.tick_params(axis="x", which="minor", labelsize=6)
+        ax.tick_params(axis="x", which="both", labelsize=7)
     ax.set_xlabel("compressor parameters (billions, log scale)")
 
 
