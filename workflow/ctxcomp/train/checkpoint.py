@@ -84,9 +84,10 @@ def latest_checkpoint(root: str | Path) -> tuple[int, Path] | None:
 
 # ------------------------------------------------------------------------------------------------- manifests
 def _payload(path: Path) -> list[str]:
-    """Files a manifest covers: everything in the step directory but the manifest machinery, sorted."""
+    """Files a manifest covers: everything in the step directory but the manifest machinery and hidden (temporary)
+    files, sorted."""
     return sorted(f.relative_to(path).as_posix() for f in path.rglob("*")
-                  if f.is_file() and f.name not in _UNHASHED and not f.name.startswith(".manifest-"))
+                  if f.is_file() and f.name not in _UNHASHED and not f.name.startswith("."))
 
 
 def hash_share(path: str | Path, rank: int = 0, world: int = 1) -> dict[str, dict]:
@@ -99,8 +100,9 @@ def hash_share(path: str | Path, rank: int = 0, world: int = 1) -> dict[str, dic
 def write_share(path: str | Path, rank: int, world: int) -> None:
     """Multi-rank save: each rank hashes its share of the files into a partial manifest."""
     path = Path(path)
+    share = hash_share(path, rank, world)  # before the share file's own temporary file exists
     with atomic_write(path / _SHARE.format(rank=rank)) as fh:
-        json.dump(hash_share(path, rank, world), fh)
+        json.dump(share, fh)
 
 
 def finalize(path: str | Path, step: int, run_hash: str | None, world: int = 0) -> None:

@@ -150,7 +150,7 @@ class _Board:
         except ImportError as exc:
             raise RuntimeError("train.tensorboard is true but the `tensorboard` package is not installed "
                                "(install it, or set train.tensorboard: false)") from exc
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start + 1)  # steps are 1-based
 
     def scalars(self, step: int, values: dict, prefix: str) -> None:
         if self.writer is not None:
