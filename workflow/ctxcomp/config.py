@@ -282,6 +282,12 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"config file {p}: YAML error: {exc}") from exc
 
 
+def checked_configfile(path: str | Path) -> str:
+    """`path`, after checking that it parses (Snakefile `configfile:`): a syntax error names file:line:column."""
+    read_yaml(path)
+    return str(path)
+
+
 def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Load and merge YAML files left to right (as `snakemake --configfile a b`), then validate."""
     cfg: dict = {}

@@ -4,6 +4,7 @@
 rule prepare_fineweb:
     input:
         chunk_tokenizer_inputs(),
+        local_data_inputs(config["data"]["fineweb"]),
     output:
         train=P.fineweb("train.jsonl"),
         eval=P.fineweb("eval.jsonl"),
@@ -24,6 +25,8 @@ rule prepare_fineweb:
 
 
 rule prepare_qa:
+    input:
+        lambda wc: local_data_inputs(config["data"][wc.qa]),
     output:
         records=P.qa("{qa}"),
         stats=P.qa_stats("{qa}"),

@@ -5,7 +5,7 @@ rule report_main:
     input:
         cells=cell_results(MAIN_CELLS),
         dynamics=[P.dynamics("checkpoints.csv", DYNAMICS_CELL)] if DYNAMICS_CELL else [],
-        train_dynamics=[P.train("dynamics.csv", DYNAMICS_CELL)] if DYNAMICS_CELL else [],
+        train_dynamics=[P.dynamics_train("dynamics.csv", DYNAMICS_CELL)] if DYNAMICS_CELL else [],
     output:
         main_report_outputs(),
     params:
@@ -13,7 +13,7 @@ rule report_main:
         cells=[c.path for c in MAIN_CELLS],
         dynamics_cell=DYNAMICS_CELL.path if DYNAMICS_CELL else None,
         models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
-        config_hash=C.stable_hash(config),
+        config_hash=C.results_hash(config),
     log:
         P.log("report_main"),
     resources:
@@ -33,7 +33,7 @@ rule report_ablation:
         out=report_dir,
         cells=[c.path for c in ABLATION_CELLS],
         models={k: {f: v[f] for f in ("family", "size", "params_b")} for k, v in config["models"].items()},
-        config_hash=C.stable_hash(config),
+        config_hash=C.results_hash(config),
     log:
         P.log("report_ablation"),
     resources:
