@@ -239,6 +239,11 @@ def check_references(cfg: dict) -> None:
                 raise ConfigError(f"config error at 'lora_control.ratios.{i}': ratio {r} does not divide {L}")
     _check_batch(cfg["train"], "train")
     _check_overrides(cfg)
+    for name, src in cfg["data"].items():
+        cap, need = src.get("max_records") or 0, src.get("min_records") or 0
+        if cap and need > cap:
+            raise ConfigError(f"config error at 'data.{name}.min_records': {need} is more than "
+                              f"data.{name}.max_records={cap}")
     chunk_tok = cfg["data"]["fineweb"].get("chunk_tokenizer")
     if chunk_tok:
         _need_model(cfg, chunk_tok, "data.fineweb.chunk_tokenizer")

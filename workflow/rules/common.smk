@@ -201,3 +201,32 @@ def cell_results(cells):
 def report_dir(wildcards, output):
     """results/<run> from a report output path (report/<file>)."""
     return str(Path(output[0]).parent.parent)
+
+
+# ----------------------------------------------------------------------------------------------- stop signals
+# SIGTERM to Snakemake itself makes it finish the jobs it is running and start no more; Snakemake then reports "At
+# least one job did not complete successfully" although nothing failed. Say what happened instead (exit 143 =
+# 128 + SIGTERM); a job that really failed keeps Snakemake's own report.
+_STOP_SIGNALS = []
+
+
+onstart:
+    import signal as _signal
+
+    _scheduler_handler = _signal.getsignal(_signal.SIGTERM)
+
+    def _note_stop(signum, frame):
+        _STOP_SIGNALS.append(signum)
+        if callable(_scheduler_handler):
+            _scheduler_handler(signum, frame)
+
+    _signal.signal(_signal.SIGTERM, _note_stop)
+
+
+onerror:
+    failed = getattr(getattr(workflow, "scheduler", None), "failed", None)
+    if _STOP_SIGNALS and not failed:
+        print("Snakemake stopped on SIGTERM: the jobs that were running finished and their outputs are complete; "
+              "no job failed. Jobs not yet started were left for the next run: run the same command again to "
+              "continue.", file=sys.stderr)
+        raise SystemExit(143)
