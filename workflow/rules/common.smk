@@ -73,7 +73,7 @@ def tokenizer_dir(name):
 
 def model_inputs(*names):
     """Pipeline-made base models these rules need (none for hub models, which load by id)."""
-    return [P.base_model(n) for n in names if is_built(n)]
+    return [P.base_model(C.base_of(config, n)) for n in names if is_built(n)]  # twins share their base
 
 
 def chunk_tokenizer_inputs():
