@@ -496,6 +496,8 @@ def results_hash(cfg: dict) -> str:
     for entry in [tr, *(tr.get("cell_overrides") or {}).values()]:
         for key in RUNTIME_TRAIN_KEYS:
             entry.pop(key, None)
+    if tr.get("cell_overrides"):  # an override of runtime keys only is no override of a result
+        tr["cell_overrides"] = {k: v for k, v in tr["cell_overrides"].items() if v}
     for key in QUESTION_RUNTIME_KEYS:
         cfg.get("questions", {}).pop(key, None)
     for spec in cfg.get("models", {}).values():
