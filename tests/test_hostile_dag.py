@@ -211,3 +211,26 @@ def test_sigterm_to_snakemake_reports_what_happened(repo):
     assert "did not complete successfully" not in text
     assert (repo / target / "tokenizer.json").exists()
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(smk(repo, "-n", target))
+
+
+def test_yaml_syntax_error_in_config_yaml_names_file_line_and_column(repo):
+    cfg = repo / "config.yaml"
+    text = cfg.read_text()
+    line = text.splitlines().index("train:") + 2  # the line after `train:`, 1-based
+    broken = text.replace("train:\n", "train:\n  lr: [1e-4\n", 1)
+    with edited(cfg, broken.encode()):
+        proc = run_snakemake(["-n", "all"], cwd=repo, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config.yaml:" in text and "YAML syntax error" in text
+    assert f"config.yaml:{line + 1}:" in text  # PyYAML marks where the unclosed sequence meets the next key
+
+
+def test_schema_error_is_one_line_and_exponent_numbers_are_accepted(repo):
+    proc = smk(repo, "-n", "paper", extra={"train": {"lr": "fast"}}, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config error at 'train.lr': 'fast' is not of type 'number'" in text
+    assert len(text.splitlines()) < 40  # not the validator's dump of the schema
+    (repo / "exp.yaml").write_text("train:\n  lr: 1e-3\n  max_steps: 1e2\n")
+    proc = run_snakemake(["--profile", "profiles/tiny", "-n", "paper", "--configfile", *TINY, "exp.yaml"], cwd=repo)
+    assert proc.returncode == 0
