@@ -234,3 +234,27 @@ def test_deepspeed_truncated_checkpoint_falls_back(tiny, tmp_path):
     a = torch.load(ref / "final" / "head.pt")
     b = torch.load(run / "final" / "head.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_crash_while_writing_outputs_resumes_at_the_end_without_retraining(tiny, reference, tmp_path, monkeypatch,
+                                                                           caplog):
+    """The last step is always checkpointed: a job killed after training, before its summary, finishes on the
+    rerun without a single training step, and its outputs equal the uninterrupted run's."""
+    from ctxcomp.train import loop
+
+    run = tmp_path / "run"
+    real = loop.write_json
+
+    def dies(path, obj):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(loop, "write_json", dies)
+    with pytest.raises(OSError, match="disk full"):
+        train(tiny, run)
+    assert not (run / "summary.json").exists() and steps_of(run)[-1] == 6
+    monkeypatch.setattr(loop, "write_json", real)
+    with caplog.at_level(logging.INFO):
+        train(tiny, run)
+    assert "resumed from step 6" in caplog.text
+    assert losses(run) == losses(reference / "base")
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6

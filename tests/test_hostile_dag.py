@@ -179,6 +179,14 @@ def test_non_utf8_bytes_are_a_malformed_row_with_file_and_line(repo):
     assert f"test.jsonl:{n + 1}: not valid UTF-8 (byte 0xff at column 10)" in text
 
 
+def test_missing_local_data_path_is_a_missing_input(repo):
+    proc = smk(repo, "-n", "-f", FAITH, extra={"data": {"faitheval": {"path": "workflow/data/nowhere.jsonl"}}},
+               check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Missing input files for rule prepare_qa" in text
+    assert "workflow/data/nowhere.jsonl" in text
+
+
 def test_question_runtime_settings_rerun_nothing(repo):
     target = "results/tiny/questions/faitheval.jsonl"
     smk(repo, target)

@@ -113,6 +113,8 @@ def override_cfg(overrides: dict, **top) -> dict:
     (lambda c: c["train"].update(cell_overrides={"tiny-qwen-s/4": {"finetune": "partial"}}),
      "train.cell_overrides.tiny-qwen-s/4.finetune"),
     (lambda c: c["train"].update(cell_overrides={"Tiny Qwen/4": {"lr": 1e-3}}), "train.cell_overrides"),
+    (lambda c: c["train"].update(cell_overrides={"tiny-qwen-s/4": {"lora": {"r": 4, "alpha": 8}}}),
+     "'train.cell_overrides.tiny-qwen-s/4.lora': 'tiny-qwen-s' is fully fine-tuned in this run"),
     (lambda c: c["train"].update(global_batch_size=12), "'train.global_batch_size': 12 is not a multiple"),
     (lambda c: c["train"].update(keep_checkpoints=1), "'train.keep_checkpoints': 1 is less than the minimum of 2"),
     (lambda c: c["train"].update(stale_checkpoints="keep"), "train.stale_checkpoints"),

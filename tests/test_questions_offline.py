@@ -80,8 +80,8 @@ def test_rule_script_maps_rows_and_takes_first_n(tmp_path):
         "import json, runpy, sys\n"
         "from types import SimpleNamespace as NS\n"
         "d = json.loads(sys.argv[1])\n"
-        "smk = NS(input=NS(**d['input']), output=NS(**d['output']), params=NS(**d['params']), log=d['log'], threads=1,\n"
-        "         config=d['config'])\n"
+        "smk = NS(input=NS(**d['input']), output=NS(**d['output']), params=NS(**d['params']), log=d['log'],\n"
+        "         threads=1, config=d['config'])\n"
         "runpy.run_path(sys.argv[2], init_globals={'snakemake': smk}, run_name='__main__')\n"
     )
     script = ROOT / "workflow/scripts/generate_questions.py"

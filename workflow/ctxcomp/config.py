@@ -187,6 +187,11 @@ def _check_overrides(cfg: dict) -> None:
                         "decoder/compressor/ratio") if abl else ""
                 raise ConfigError(f"config error at '{where}': no compressor/ratio cell of the main decoder "
                                   f"'{cfg['decoder']}'{hint}")
+        if "lora" in over:  # LoRA settings of a fully fine-tuned run would be silently ignored
+            comp = cfg["dynamics"]["compressor"] if cell is None else cell.compressor
+            if over.get("finetune", cfg["models"][comp]["finetune"]) != "lora":
+                raise ConfigError(f"config error at '{where}.lora': '{comp}' is fully fine-tuned in this run, so "
+                                  "LoRA settings have no effect; add finetune: lora to the override")
         if cell is not None:
             if cell in addressed:
                 raise ConfigError(f"config error at '{where}': the same cell is also overridden as "
@@ -413,7 +418,7 @@ def train_settings(cfg: dict, cell: Cell, dynamics: bool = False) -> dict:
     over = cell_override(cfg, cell, dynamics)
     tr = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in _TRAIN_TOP_ONLY}
     tr.update(over)
-    comp, dec = cfg["models"][cell.compressor], cfg["models"][cell.decoder]
+    comp = cfg["models"][cell.compressor]
     finetune = tr.pop("finetune", comp["finetune"])
     for key in RUNTIME_TRAIN_KEYS:
         tr.pop(key, None)
@@ -481,6 +486,15 @@ QUESTION_RUNTIME_KEYS = ("timeout_s", "max_retries", "concurrency", "requests_pe
 _PLACEMENT_RESOURCES = ("mem_mb", "runtime")
 
 
+#: `data.<set>` keys that decide whether a job fails, not what it writes: read by the job from the config.
+DATA_RUNTIME_KEYS = ("min_records",)
+
+
+def data_params(cfg: dict, name: str) -> dict:
+    """The `data.<name>` settings that determine a prepared set (rule prepare_qa's params)."""
+    return {k: copy.deepcopy(v) for k, v in cfg["data"][name].items() if k not in DATA_RUNTIME_KEYS}
+
+
 def question_params(cfg: dict) -> dict:
     """The `questions` settings that determine a question set (rule generate_questions' params)."""
     return {k: copy.deepcopy(v) for k, v in cfg["questions"].items()
@@ -500,6 +514,9 @@ def results_hash(cfg: dict) -> str:
         tr["cell_overrides"] = {k: v for k, v in tr["cell_overrides"].items() if v}
     for key in QUESTION_RUNTIME_KEYS:
         cfg.get("questions", {}).pop(key, None)
+    for src in cfg.get("data", {}).values():
+        for key in DATA_RUNTIME_KEYS:
+            src.pop(key, None)
     for spec in cfg.get("models", {}).values():
         for kind in ("train_resources", "eval_resources"):
             for key in _PLACEMENT_RESOURCES:

@@ -31,7 +31,7 @@ rule prepare_qa:
         records=P.qa("{qa}"),
         stats=P.qa_stats("{qa}"),
     params:
-        source=lambda wc: config["data"][wc.qa],
+        source=lambda wc: C.data_params(config, wc.qa),  # data.<set>.min_records: read by the job
         seed=config["seed"],
     wildcard_constraints:
         qa="|".join(paths.QA_SETS),

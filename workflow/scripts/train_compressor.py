@@ -11,12 +11,14 @@ from ctxcomp.train.launch import launch_training  # noqa: E402
 
 settings = dict(snakemake.params.settings)  # noqa: F821
 cell = C.Cell(**settings["cell"])
-settings["runtime"] = C.train_runtime(snakemake.config, cell, dynamics=settings.get("run") == C.DYNAMICS_KEY)  # noqa: F821
+dynamics = settings.get("run") == C.DYNAMICS_KEY
+settings["runtime"] = C.train_runtime(snakemake.config, cell, dynamics=dynamics)  # noqa: F821
 launch_training(
     settings=settings,
     train_path=snakemake.input.train,  # noqa: F821
     probe_path=snakemake.input.probe,  # noqa: F821
     run_dir=snakemake.params.run_dir,  # noqa: F821
-    outputs={k: snakemake.output[k] for k in ("final", "probe_checkpoints", "loss", "dynamics", "summary")},  # noqa: F821
+    outputs={k: snakemake.output[k]  # noqa: F821
+             for k in ("final", "probe_checkpoints", "loss", "dynamics", "summary")},
     log_path=snakemake.log[0],  # noqa: F821
 )

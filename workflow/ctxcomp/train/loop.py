@@ -442,6 +442,8 @@ def train_cell(settings: dict, train_path: str, probe_path: str, run_dir: str, o
     if not torch.cuda.is_available():
         # bit-identical resume on CPU; on GPU the deterministic kernels would cost throughput for no tested gain
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if settings["train"].get("num_threads"):  # 0: as many as the job was given (logs.setup_job)
+        torch.set_num_threads(int(settings["train"]["num_threads"]))
     trainer = Trainer(settings, train_path, probe_path, run_dir, engine=engine, stop_at_step=stop_at_step)
     trainer.run()
     return trainer.finish(outputs["final"], outputs["probe_checkpoints"], outputs["loss"], outputs["dynamics"],
