@@ -181,6 +181,7 @@ class Trainer:
         self.board_dir = self.run_dir / "tensorboard"
         self._train_path, self._probe_path = train_path, probe_path
         self.board: _Board | None = None
+        self.run_hash: str | None = None  # set by resume(), on rank 0 (the rank that writes manifests)
         self.stop_at_step = stop_at_step  # test hook: behave as if preempted after this step
         seed_everything(settings["seed"])
         self.device = pick_device()
