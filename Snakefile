@@ -2,12 +2,18 @@
 #   snakemake -n all                               plan the 27 cells of Table 2 (config.yaml)
 #   snakemake --profile profiles/tiny paper        every table and figure with the tiny CPU preset
 #   snakemake --profile profiles/slurm paper       the same on a Slurm GPU cluster
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+from ctxcomp.config import checked_configfile  # noqa: E402
 
 
-configfile: "config.yaml"
+# checked first, so that a YAML syntax error names the file, line and column
+configfile: checked_configfile("config.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -51,7 +57,6 @@ rule paper:
 
 
 rule lora_control:
-    """The LoRA control (config `lora_control`): LoRA compressors beside their full fine-tune twins."""
+    """The LoRA control (config `lora_control`): each LoRA cell beside its full-fine-tune twin."""
     input:
-        lora_control_outputs,
-        cell_results([c for pair in LORA_PAIRS for c in pair]),
+        lora_control_target,

@@ -240,7 +240,7 @@ def test_prepare_qa_script(tmp_path, monkeypatch):
         wildcards=SimpleNamespace(qa="conflictqa"),
         params=SimpleNamespace(source={**CONFLICTQA, "max_records": 20}, seed=1234),
         output=SimpleNamespace(records=str(tmp_path / "c.jsonl"), stats=str(tmp_path / "c.stats.json")),
-        log=[str(tmp_path / "c.log")], threads=None)
+        log=[str(tmp_path / "c.log")], threads=None, config={"data": {"conflictqa": {"min_records": 10}}})
     runpy.run_path(str(REPO_ROOT / "workflow" / "scripts" / "prepare_qa.py"), init_globals={"snakemake": smk})
     sys.stdout.flush()
     assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 20

@@ -24,7 +24,7 @@ from ctxcomp.train.checkpoint import latest_checkpoint, list_checkpoints
 
 HELPER = Path(__file__).with_name("helpers_tiny.py")
 LOSS_COLS = ["step", "loss", "loss_re", "loss_nt", "lr", "grad_norm"]
-SHORT = {"max_steps": 4, "checkpoint_every": 2, "probe_every": 2}
+SHORT = {"max_steps": 4, "checkpoint_every": 2, "probe_every": 2, "keep_final_checkpoints": True}
 
 
 @pytest.fixture(scope="session")

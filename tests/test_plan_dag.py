@@ -18,13 +18,15 @@ def gpu_hours(res: dict) -> float:
 
 
 def hand_sum(cells: list[tuple[str, str, int]], dynamics: bool = True) -> float:
-    """Training + evaluate_cell + probe_cell per cell, plus probe_dynamics once: all from config.yaml."""
+    """Training + evaluate_cell + probe_cell per cell, plus the dynamics run (train_dynamics + probe_dynamics)
+    once: all from config.yaml."""
     models = CONFIG["models"]
     total = 0.0
     for _dec, comp, _ratio in cells:
         total += gpu_hours(models[comp]["train_resources"]) + 2 * gpu_hours(models[comp]["eval_resources"])
     if dynamics:
-        total += gpu_hours(models[CONFIG["dynamics"]["compressor"]]["eval_resources"])
+        dyn = models[CONFIG["dynamics"]["compressor"]]
+        total += gpu_hours(dyn["train_resources"]) + gpu_hours(dyn["eval_resources"])
     return total
 
 

@@ -32,7 +32,8 @@ def qcfg(server, **over) -> dict:
            "prompt_version": "v1", "per_context": N_ANS + N_UNANS, "unanswerable_per_context": N_UNANS,
            "temperature": 0.6, "max_tokens": 512, "timeout_s": 5, "max_retries": 2, "max_attempts": 2,
            "concurrency": 3, "requests_per_minute": 60000, "retry_backoff_s": 0.01,
-           "price_per_mtok": {"input": 0.55, "output": 2.19}}
+           "price_per_mtok": {"input": 0.55, "output": 2.19},
+           "min_success_fraction": 0.0}  # these runs fail contexts on purpose (the threshold: test_hostile_inputs)
     cfg.update(over)
     return cfg
 

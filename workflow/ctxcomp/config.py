@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,16 @@ DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
 
 # Keys of `train` that a cell override may not change because they define the DAG, not the cell.
 _TRAIN_TOP_ONLY = {"cell_overrides"}
+#: `train` keys that decide how a run is stored and checked, never what it computes: they are read by the job at
+#: run time (train_runtime), so editing one re-runs nothing and never invalidates a checkpoint.
+RUNTIME_TRAIN_KEYS = ("checkpoint_every", "keep_checkpoints", "keep_final_checkpoints", "stale_checkpoints",
+                      "verify_checkpoints", "tensorboard")
+#: `train` keys a cell override may carry beyond the train keys: how the compressor is fine-tuned.
+CELL_ONLY_KEYS = ("finetune",)
+#: `train.cell_overrides` key of the dynamics run (a separate run of the dynamics cell, see dynamics_settings).
+DYNAMICS_KEY = "dynamics"
+#: Keys of `dynamics` that its own section sets; an override of them under cell_overrides.dynamics is refused.
+_DYNAMICS_OWN = ("max_steps", "probe_every")
 
 
 class ConfigError(ValueError):
@@ -41,7 +52,13 @@ class Cell:
         return f"{self.decoder}/{self.compressor}/r{self.ratio}"
 
     @property
-    def override_key(self) -> str:
+    def key(self) -> str:
+        """Full `train.cell_overrides` key: decoder/compressor/ratio (any cell)."""
+        return f"{self.decoder}/{self.compressor}/{self.ratio}"
+
+    @property
+    def short_key(self) -> str:
+        """Short `train.cell_overrides` key, compressor/ratio: only for cells of the main decoder."""
         return f"{self.compressor}/{self.ratio}"
 
 
@@ -61,12 +78,40 @@ def _format_path(path: Iterable[Any]) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _coerce_number(err: Any) -> tuple[list, float | int] | None:
+    """A numeric string where the schema wants a number: YAML 1.1 (PyYAML) reads `1e-3` (no dot) as a string."""
+    if err.validator != "type" or not isinstance(err.instance, str) or not _NUMBER.match(err.instance.strip()):
+        return None
+    wanted = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+    value = float(err.instance)
+    if "integer" in wanted and value.is_integer() and "number" not in wanted:
+        return list(err.absolute_path), int(value)
+    return (list(err.absolute_path), value) if "number" in wanted else None
+
+
+def _set_at(cfg: Any, path: list, value: Any) -> None:
+    for key in path[:-1]:
+        cfg = cfg[key]
+    cfg[path[-1]] = value
+
+
+def schema() -> dict:
+    """The config schema (workflow/schemas/config.schema.yaml)."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
 def validate_schema(cfg: dict, set_default: bool = True) -> dict:
-    """Validate against the JSON schema, filling defaults; raise ConfigError naming the first bad key."""
-    import jsonschema
+    """Validate against the JSON schema, filling defaults; raise ConfigError naming the first bad key.
+
+    Numbers written the YAML 1.1 way (`1e-3`, read as a string by PyYAML) are converted in place where the schema
+    asks for a number. One line per problem, the first one with its key path.
+    """
     from jsonschema import Draft202012Validator, validators
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    sch = schema()
 
     def _set_defaults(validator_class):
         validate_props = validator_class.VALIDATORS["properties"]
@@ -81,30 +126,89 @@ def validate_schema(cfg: dict, set_default: bool = True) -> dict:
         return validators.extend(validator_class, {"properties": set_defaults})
 
     cls = _set_defaults(Draft202012Validator) if set_default else Draft202012Validator
-    errors = sorted(cls(schema).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    for _ in range(1000):  # each pass converts the numeric strings it finds, then validates again
+        errors = sorted(cls(sch).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+        fixes = [f for f in map(_coerce_number, errors) if f is not None]
+        if not fixes:
+            break
+        for path, value in fixes:
+            _set_at(cfg, path, value)
     if errors:
         err = errors[0]
         where = _format_path(err.absolute_path)
         msg = err.message
         if err.validator in ("additionalProperties", "unevaluatedProperties"):
             msg = f"unknown key: {msg}"
+        if len(msg) > 300:
+            msg = msg[:300] + " ..."
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(f"config error at '{where}': {msg}{more}")
-    del jsonschema
     return cfg
 
 
+def _need_model(cfg: dict, name: str, where: str) -> None:
+    if name not in cfg["models"]:
+        raise ConfigError(f"config error at '{where}': model '{name}' is not defined under 'models'")
+
+
+def _check_batch(tr: dict, where: str) -> None:
+    if tr["global_batch_size"] % tr["micro_batch_size"]:
+        raise ConfigError(f"config error at '{where}.global_batch_size': {tr['global_batch_size']} is not a "
+                          f"multiple of micro_batch_size={tr['micro_batch_size']}")
+
+
+def _check_overrides(cfg: dict) -> None:
+    """Every override addresses an existing run, and every key of it is honoured (none is silently ignored)."""
+    tr = cfg["train"]
+    overrides = tr.get("cell_overrides") or {}
+    cells = {c.key: c for c in all_cells(cfg) + lora_control_cells(cfg)}
+    main = {c.short_key: c for c in cells.values() if c.decoder == cfg["decoder"]}
+    addressed: dict[Cell, str] = {}
+    for key, over in overrides.items():
+        where = f"train.cell_overrides.{key}"
+        if key == DYNAMICS_KEY:
+            if not cfg.get("dynamics"):
+                raise ConfigError(f"config error at '{where}': there is no 'dynamics' section to override")
+            for own in _DYNAMICS_OWN:
+                if own in over:
+                    raise ConfigError(f"config error at '{where}.{own}': the dynamics run takes {own} from "
+                                      f"'dynamics.{own}'; set it there")
+            cell = None
+        elif key.count("/") == 2:
+            dec, comp, ratio = key.split("/")
+            cell = cells.get(f"{dec}/{comp}/{int(ratio)}")
+            if cell is None:
+                raise ConfigError(f"config error at '{where}': no such decoder/compressor/ratio cell")
+        else:
+            cell = main.get(key)
+            if cell is None:
+                abl = [c for c in cells.values() if c.short_key == key]
+                hint = (f"; the ablation cell(s) {', '.join(sorted(c.key for c in abl))} are addressed as "
+                        "decoder/compressor/ratio") if abl else ""
+                raise ConfigError(f"config error at '{where}': no compressor/ratio cell of the main decoder "
+                                  f"'{cfg['decoder']}'{hint}")
+        if "lora" in over:  # LoRA settings of a fully fine-tuned run would be silently ignored
+            comp = cfg["dynamics"]["compressor"] if cell is None else cell.compressor
+            if over.get("finetune", cfg["models"][comp]["finetune"]) != "lora":
+                raise ConfigError(f"config error at '{where}.lora': '{comp}' is fully fine-tuned in this run, so "
+                                  "LoRA settings have no effect; add finetune: lora to the override")
+        if cell is not None:
+            if cell in addressed:
+                raise ConfigError(f"config error at '{where}': the same cell is also overridden as "
+                                  f"'train.cell_overrides.{addressed[cell]}'; keep one")
+            addressed[cell] = key
+        _check_batch({**tr, **over}, where)
+    if cfg.get("dynamics"):
+        _check_batch({**tr, **overrides.get(DYNAMICS_KEY, {})}, f"train.cell_overrides.{DYNAMICS_KEY}")
+
+
 def check_references(cfg: dict) -> None:
-    """Checks beyond the schema: names must exist, ratios must divide L, batch sizes must divide."""
+    """Checks beyond the schema: names must exist, ratios must divide L, batch sizes must divide, overrides must
+    address a run, lora_control names must have a full-fine-tune twin."""
     models = cfg["models"]
-
-    def need_model(name: str, where: str) -> None:
-        if name not in models:
-            raise ConfigError(f"config error at '{where}': model '{name}' is not defined under 'models'")
-
     for i, name in enumerate(cfg["compressors"]):
-        need_model(name, f"compressors.{i}")
-    need_model(cfg["decoder"], "decoder")
+        _need_model(cfg, name, f"compressors.{i}")
+    _need_model(cfg, cfg["decoder"], "decoder")
     L = cfg["segment"]["segment_tokens"]
     for i, r in enumerate(cfg["ratios"]):
         if L % r:
@@ -113,7 +217,7 @@ def check_references(cfg: dict) -> None:
     if abl:
         for key in ("decoders", "compressors"):
             for i, name in enumerate(abl[key]):
-                need_model(name, f"ablation.{key}.{i}")
+                _need_model(cfg, name, f"ablation.{key}.{i}")
         for i, r in enumerate(abl["ratios"]):
             if L % r:
                 raise ConfigError(f"config error at 'ablation.ratios.{i}': ratio {r} does not divide {L}")
@@ -123,16 +227,31 @@ def check_references(cfg: dict) -> None:
             raise ConfigError(f"config error at 'dynamics.compressor': '{dyn['compressor']}' is not in 'compressors'")
         if dyn["ratio"] not in cfg["ratios"]:
             raise ConfigError(f"config error at 'dynamics.ratio': {dyn['ratio']} is not in 'ratios'")
-    tr = cfg["train"]
-    if tr["global_batch_size"] % tr["micro_batch_size"]:
-        raise ConfigError("config error at 'train.global_batch_size': not a multiple of train.micro_batch_size")
-    cells = {c.override_key for c in all_cells(cfg)}
-    for key in tr.get("cell_overrides", {}):
-        if key not in cells:
-            raise ConfigError(f"config error at 'train.cell_overrides.{key}': no such compressor/ratio cell")
+        if dyn["probe_every"] > dyn["max_steps"]:
+            raise ConfigError(f"config error at 'dynamics.probe_every': {dyn['probe_every']} is more than "
+                              f"dynamics.max_steps={dyn['max_steps']} (no probe checkpoint would be written)")
+    lc = cfg.get("lora_control")
+    if lc:
+        for i, name in enumerate(lc["compressors"]):
+            where = f"lora_control.compressors.{i}"
+            _need_model(cfg, name, where)
+            if models[name]["finetune"] != "lora":
+                raise ConfigError(f"config error at '{where}': model '{name}' has finetune "
+                                  f"'{models[name]['finetune']}', expected lora")
+            lora_twin(cfg, name, where)
+        for i, r in enumerate(lc["ratios"]):
+            if L % r:
+                raise ConfigError(f"config error at 'lora_control.ratios.{i}': ratio {r} does not divide {L}")
+    _check_batch(cfg["train"], "train")
+    _check_overrides(cfg)
+    for name, src in cfg["data"].items():
+        cap, need = src.get("max_records") or 0, src.get("min_records") or 0
+        if cap and need > cap:
+            raise ConfigError(f"config error at 'data.{name}.min_records': {need} is more than "
+                              f"data.{name}.max_records={cap}")
     chunk_tok = cfg["data"]["fineweb"].get("chunk_tokenizer")
     if chunk_tok:
-        need_model(chunk_tok, "data.fineweb.chunk_tokenizer")
+        _need_model(cfg, chunk_tok, "data.fineweb.chunk_tokenizer")
     tiny = cfg.get("tiny")
     for name, spec in models.items():
         if "build" in spec:
@@ -153,15 +272,37 @@ def validate(cfg: dict) -> dict:
     return cfg
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a syntax error names the file, line and column."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {p} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        raise ConfigError(f"config file {where}: YAML syntax error: {what}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p}: YAML error: {exc}") from exc
+
+
+def checked_configfile(path: str | Path) -> str:
+    """`path`, after checking that it parses (Snakefile `configfile:`): a syntax error names file:line:column."""
+    read_yaml(path)
+    return str(path)
+
+
 def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Load and merge YAML files left to right (as `snakemake --configfile a b`), then validate."""
     cfg: dict = {}
     for p in paths or (DEFAULT_CONFIG,):
-        p = Path(p)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        data = read_yaml(p)
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
         cfg = deep_merge(cfg, data)
@@ -209,27 +350,83 @@ def all_cells(cfg: dict) -> list[Cell]:
 
 
 def dynamics_cell(cfg: dict) -> Cell | None:
+    """The Table 2 cell whose training dynamics Figures 3b/3c/4b/4c show. The dynamics are a separate run of it
+    (dynamics/<cell>/train/); the Table 2 cell itself follows the protocol of its neighbours."""
     dyn = cfg.get("dynamics")
     return Cell(cfg["decoder"], dyn["compressor"], dyn["ratio"]) if dyn else None
+
+
+def lora_control_cells(cfg: dict) -> list[Cell]:
+    """LoRA-trained twins of full-fine-tune compressors (optional `lora_control` section), main decoder."""
+    lc = cfg.get("lora_control") or {}
+    return [Cell(cfg["decoder"], c, r) for c in lc.get("compressors", []) for r in lc.get("ratios", [])]
+
+
+def _weights_identity(spec: dict) -> Any:
+    """What fixes a model's starting weights: its hub id, or the build recipe of a pipeline-made base."""
+    return spec["hf_id"] if "hf_id" in spec else json.dumps(spec.get("build"), sort_keys=True)
+
+
+def lora_twin(cfg: dict, name: str, where: str = "lora_control") -> str:
+    """The full-fine-tune entry of `compressors` with the same weights (hf_id, or build recipe) as LoRA model
+    `name`; ConfigError when there is none or more than one."""
+    ident = _weights_identity(cfg["models"][name])
+    twins = [c for c in cfg["compressors"] if c != name and cfg["models"][c]["finetune"] == "full"
+             and _weights_identity(cfg["models"][c]) == ident]
+    if len(twins) != 1:
+        what = "no" if not twins else f"{len(twins)} ({', '.join(twins)})"
+        raise ConfigError(f"config error at '{where}': {what} full-fine-tune entry of 'compressors' has the "
+                          f"weights of '{name}' (same hf_id or build); exactly one is needed as its twin")
+    return twins[0]
+
+
+def base_of(cfg: dict, name: str) -> str:
+    """The model whose pipeline-made base `name` loads: the first `models` entry with the same build recipe, so a
+    LoRA twin starts from exactly the weights of its full-fine-tune twin (tiny preset; hub models load by id)."""
+    spec = cfg["models"][name]
+    if "build" not in spec:
+        return name
+    ident = _weights_identity(spec)
+    return next(n for n, s in cfg["models"].items() if "build" in s and _weights_identity(s) == ident)
 
 
 def model_source(cfg: dict, name: str) -> str:
     """What `from_pretrained` loads: a hub id (real runs) or the pipeline's pretrained base (tiny preset)."""
     spec = cfg["models"][name]
-    return spec["hf_id"] if "hf_id" in spec else f"{outdir(cfg)}/base/{name}"
+    return spec["hf_id"] if "hf_id" in spec else f"{outdir(cfg)}/base/{base_of(cfg, name)}"
 
 
-def train_settings(cfg: dict, cell: Cell) -> dict:
-    """Everything that determines one cell's training run, and nothing else (its Snakemake params)."""
+def cell_override(cfg: dict, cell: Cell | None, dynamics: bool = False) -> dict:
+    """The `train.cell_overrides` entry of one run: `dynamics` for the dynamics run; decoder/compressor/ratio or,
+    for a cell of the main decoder, compressor/ratio for a cell (check_references refuses both at once)."""
+    overrides = cfg["train"].get("cell_overrides") or {}
+    if dynamics:
+        return copy.deepcopy(overrides.get(DYNAMICS_KEY, {}))
+    out: dict = {}
+    keys = [cell.key] + ([cell.short_key] if cell.decoder == cfg["decoder"] else [])
+    for key in keys:
+        out.update(copy.deepcopy(overrides.get(key, {})))
+    return out
+
+
+def train_settings(cfg: dict, cell: Cell, dynamics: bool = False) -> dict:
+    """Everything that determines one training run, and nothing else (its Snakemake params; its checkpoints carry
+    the hash of it). `dynamics=True`: the separate dynamics run of the dynamics cell (own steps, probe interval,
+    probe checkpoints kept). How the run is stored (RUNTIME_TRAIN_KEYS) is in train_runtime instead."""
+    if dynamics and cell != dynamics_cell(cfg):
+        raise ConfigError(f"{cell.path} is not the dynamics cell (config 'dynamics')")
+    over = cell_override(cfg, cell, dynamics)
     tr = {k: copy.deepcopy(v) for k, v in cfg["train"].items() if k not in _TRAIN_TOP_ONLY}
-    tr.update(copy.deepcopy(cfg["train"].get("cell_overrides", {}).get(cell.override_key, {})))
-    dyn = dynamics_cell(cfg)
-    tr["keep_probe_checkpoints"] = cell == dyn
-    if cell == dyn:
+    tr.update(over)
+    comp = cfg["models"][cell.compressor]
+    finetune = tr.pop("finetune", comp["finetune"])
+    for key in RUNTIME_TRAIN_KEYS:
+        tr.pop(key, None)
+    tr["keep_probe_checkpoints"] = dynamics
+    if dynamics:
         tr["max_steps"] = cfg["dynamics"]["max_steps"]
         tr["probe_every"] = cfg["dynamics"]["probe_every"]
-    comp, dec = cfg["models"][cell.compressor], cfg["models"][cell.decoder]
-    return {
+    out = {
         "cell": {"decoder": cell.decoder, "compressor": cell.compressor, "ratio": cell.ratio},
         "seed": cfg["seed"],
         "segment": copy.deepcopy(cfg["segment"]),
@@ -237,13 +434,36 @@ def train_settings(cfg: dict, cell: Cell) -> dict:
         "compressor": {
             "name": cell.compressor,
             "source": model_source(cfg, cell.compressor),
-            "finetune": comp["finetune"],
+            "finetune": finetune,
             "deepspeed": copy.deepcopy(comp["deepspeed"]),
             "gpus": comp["train_resources"]["gpu"],
             "nodes": comp["train_resources"].get("nodes", 1),
         },
         "decoder": {"name": cell.decoder, "source": model_source(cfg, cell.decoder)},
     }
+    if dynamics:
+        out["run"] = DYNAMICS_KEY
+    return out
+
+
+def train_runtime(cfg: dict, cell: Cell, dynamics: bool = False) -> dict:
+    """How a run is stored and checked (RUNTIME_TRAIN_KEYS, overrides applied): read by the training job from the
+    config at run time, so changing them re-runs nothing and keeps checkpoints valid."""
+    merged = {**cfg["train"], **cell_override(cfg, cell, dynamics)}
+    return {k: copy.deepcopy(merged[k]) for k in RUNTIME_TRAIN_KEYS if k in merged}
+
+
+def runtime_defaults() -> dict:
+    """Schema defaults of the runtime keys, for callers (tests, notebooks) that pass bare settings."""
+    props = schema()["properties"]["train"]["properties"]
+    return {k: props[k]["default"] for k in RUNTIME_TRAIN_KEYS if "default" in props.get(k, {})}
+
+
+def determining(settings: dict) -> dict:
+    """`settings` without what cannot change a training result (the runtime keys, wherever a caller put them)."""
+    out = {k: copy.deepcopy(v) for k, v in settings.items() if k != "runtime"}
+    out["train"] = {k: v for k, v in out.get("train", {}).items() if k not in RUNTIME_TRAIN_KEYS}
+    return out
 
 
 def eval_settings(cfg: dict, cell: Cell) -> dict:
@@ -254,6 +474,54 @@ def eval_settings(cfg: dict, cell: Cell) -> dict:
         "evaluate": copy.deepcopy(cfg["evaluate"]),
         "gpus": cfg["models"][cell.compressor]["eval_resources"]["gpu"],
     }
+
+
+#: Top-level config sections that never change a result: where jobs run.
+_PLACEMENT_SECTIONS = ("slurm",)
+#: `questions` keys that change how questions are fetched (network, budget, failure threshold), not which
+#: questions come back: read by the job from the config, not its params.
+QUESTION_RUNTIME_KEYS = ("timeout_s", "max_retries", "concurrency", "requests_per_minute", "price_per_mtok",
+                         "retry_backoff_s", "api_key_env", "min_success_fraction")
+#: Per-model resources that only place a job (the GPU/node counts stay: they set a training run's world size).
+_PLACEMENT_RESOURCES = ("mem_mb", "runtime")
+
+
+#: `data.<set>` keys that decide whether a job fails, not what it writes: read by the job from the config.
+DATA_RUNTIME_KEYS = ("min_records",)
+
+
+def data_params(cfg: dict, name: str) -> dict:
+    """The `data.<name>` settings that determine a prepared set (rule prepare_qa's params)."""
+    return {k: copy.deepcopy(v) for k, v in cfg["data"][name].items() if k not in DATA_RUNTIME_KEYS}
+
+
+def question_params(cfg: dict) -> dict:
+    """The `questions` settings that determine a question set (rule generate_questions' params)."""
+    return {k: copy.deepcopy(v) for k, v in cfg["questions"].items()
+            if k not in QUESTION_RUNTIME_KEYS and k != "contexts"}
+
+
+def results_hash(cfg: dict) -> str:
+    """Hash of the config minus what only decides where and how jobs run (`slurm:`, memory/time limits, runtime
+    train and question keys): reports keyed by it re-run when a result could change, not when a partition is
+    renamed or a timeout raised."""
+    cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in _PLACEMENT_SECTIONS})
+    tr = cfg.get("train", {})
+    for entry in [tr, *(tr.get("cell_overrides") or {}).values()]:
+        for key in RUNTIME_TRAIN_KEYS:
+            entry.pop(key, None)
+    if tr.get("cell_overrides"):  # an override of runtime keys only is no override of a result
+        tr["cell_overrides"] = {k: v for k, v in tr["cell_overrides"].items() if v}
+    for key in QUESTION_RUNTIME_KEYS:
+        cfg.get("questions", {}).pop(key, None)
+    for src in cfg.get("data", {}).values():
+        for key in DATA_RUNTIME_KEYS:
+            src.pop(key, None)
+    for spec in cfg.get("models", {}).values():
+        for kind in ("train_resources", "eval_resources"):
+            for key in _PLACEMENT_RESOURCES:
+                spec.get(kind, {}).pop(key, None)
+    return stable_hash(cfg)
 
 
 def stable_hash(obj: Any) -> str:

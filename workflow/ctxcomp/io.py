@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -66,10 +67,31 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, ±inf: a value that could not be computed) replaced by None, and
+    numpy/torch scalars and arrays turned into Python values: results are standard JSON, `null` for missing."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "tolist"):  # numpy/torch arrays and scalars
+        return finite(obj.tolist())
+    if hasattr(obj, "item"):
+        return finite(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
 def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic, standard JSON (allow_nan=False: NaN/inf become null, see `finite`)."""
+    text = json.dumps(finite(obj), indent=2, sort_keys=False, allow_nan=False)
     with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
-        fh.write("\n")
+        fh.write(text + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -78,20 +100,26 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """Atomic JSON Lines, one standard-JSON object per line (NaN/inf become null)."""
     n = 0
     with atomic_write(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, default=_json_default))
+            fh.write(json.dumps(finite(row), ensure_ascii=False, allow_nan=False))
             fh.write("\n")
             n += 1
     return n
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read JSON Lines; a bad line raises ValueError naming the file and line number."""
+    """Read JSON Lines; a bad line (not JSON, not UTF-8) raises ValueError naming the file and line number."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                 f"{exc.start + 1})") from None
             if not line.strip():
                 continue
             try:
@@ -99,16 +127,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
     return rows
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def git_commit() -> dict:

@@ -97,7 +97,13 @@ class RunPaths:
         return f"{self.cell('probes', cell)}/{name}"
 
     def dynamics(self, name: str, cell: Any = None) -> str:
+        """dynamics/<cell>/<name>: checkpoints.csv, checkpoints.samples.jsonl (KO at every probe checkpoint)."""
         return f"{self.cell('dynamics', cell)}/{name}"
+
+    def dynamics_train(self, name: str, cell: Any = None) -> str:
+        """dynamics/<cell>/train/<name>: the separate training run of the dynamics cell (final, probe_checkpoints,
+        loss.csv, dynamics.csv, summary.json, checkpoints); the Table 2 cell itself is train/<cell>/."""
+        return f"{self.cell('dynamics', cell)}/train/{name}"
 
     # ------------------------------------------------------------------------------------------ logs, bench
     def log(self, rule: str, key: Any = "") -> str:

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 _PKG_DIR = str(Path(workflow.basedir) / "workflow")
 if _PKG_DIR not in sys.path:
@@ -17,11 +16,13 @@ from ctxcomp import paths  # noqa: E402
 # Scripts run in child processes (locally and inside Slurm jobs, conda envs too): they import the same package.
 C.export_package_path()
 
-validate(config, "../schemas/config.schema.yaml")
+# One line naming the key (not the validator's dump of the whole schema); fills in defaults, and reads `1e-3`
+# (a string to YAML 1.1) as the number it is where the schema asks for a number.
 try:
+    C.validate_schema(config)
     C.check_references(config)
 except C.ConfigError as exc:
-    raise WorkflowError(str(exc))
+    raise WorkflowError(str(exc)) from None
 
 OUT = C.outdir(config)
 P = paths.RunPaths(OUT)
@@ -29,6 +30,7 @@ MAIN_CELLS = C.main_cells(config)
 ABLATION_CELLS = C.ablation_cells(config)
 ALL_CELLS = C.all_cells(config)
 DYNAMICS_CELL = C.dynamics_cell(config)
+LORA_CONTROL_CELLS = C.lora_control_cells(config)
 TINY = config.get("tiny") or {}
 EVAL_TASKS = paths.EVAL_TASKS
 QSETS = paths.QSETS
@@ -71,7 +73,7 @@ def tokenizer_dir(name):
 
 def model_inputs(*names):
     """Pipeline-made base models these rules need (none for hub models, which load by id)."""
-    return [P.base_model(n) for n in names if is_built(n)]
+    return [P.base_model(C.base_of(config, n)) for n in names if is_built(n)]  # twins share their base
 
 
 def chunk_tokenizer_inputs():
@@ -155,6 +157,32 @@ def question_contexts(wildcards):
     return P.question_contexts(wildcards.qset)
 
 
+def local_data_inputs(source):
+    """The raw files a `data:` section reads from disk (source jsonl), so that editing one re-runs its rule; hub
+    sources have none (their dataset id, name, split and revision are in the rule's params)."""
+    if source["source"] == "hub":
+        return []
+    from ctxcomp.data.common import local_files
+
+    try:
+        files = local_files(source["path"])
+    except FileNotFoundError:
+        return [source["path"]]  # Snakemake reports it as the missing input of this rule
+    root = Path(workflow.basedir).resolve()
+    return [str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for f in files]
+
+
+def lora_control_outputs():
+    """Target lora_control: each LoRA cell and its full-fine-tune twin (same ratio), and the comparison table."""
+    cells = []
+    for cell in LORA_CONTROL_CELLS:
+        cells += [cell, C.Cell(cell.decoder, C.lora_twin(config, cell.compressor), cell.ratio)]
+    out = cell_results(list(dict.fromkeys(cells)))
+    if "report_lora_control" in {r.name for r in workflow.rules}:
+        out += P.lora_control_report_files()
+    return out
+
+
 def cell_results(cells):
     """Every per-cell file a report reads or indexes: summaries and their per-sample rows."""
     out = []
@@ -174,3 +202,32 @@ def cell_results(cells):
 def report_dir(wildcards, output):
     """results/<run> from a report output path (report/<file>)."""
     return str(Path(output[0]).parent.parent)
+
+
+# ----------------------------------------------------------------------------------------------- stop signals
+# SIGTERM to Snakemake itself makes it finish the jobs it is running and start no more; Snakemake then reports "At
+# least one job did not complete successfully" although nothing failed. Say what happened instead (exit 143 =
+# 128 + SIGTERM); a job that really failed keeps Snakemake's own report.
+_STOP_SIGNALS = []
+
+
+onstart:
+    import signal as _signal
+
+    _scheduler_handler = _signal.getsignal(_signal.SIGTERM)
+
+    def _note_stop(signum, frame):
+        _STOP_SIGNALS.append(signum)
+        if callable(_scheduler_handler):
+            _scheduler_handler(signum, frame)
+
+    _signal.signal(_signal.SIGTERM, _note_stop)
+
+
+onerror:
+    failed = getattr(getattr(workflow, "scheduler", None), "failed", None)
+    if _STOP_SIGNALS and not failed:
+        print("Snakemake stopped on SIGTERM: the jobs that were running finished and their outputs are complete; "
+              "no job failed. Jobs not yet started were left for the next run: run the same command again to "
+              "continue.", file=sys.stderr)
+        raise SystemExit(143)

@@ -4,6 +4,7 @@
 rule prepare_fineweb:
     input:
         chunk_tokenizer_inputs(),
+        local_data_inputs(config["data"]["fineweb"]),
     output:
         train=P.fineweb("train.jsonl"),
         eval=P.fineweb("eval.jsonl"),
@@ -24,11 +25,13 @@ rule prepare_fineweb:
 
 
 rule prepare_qa:
+    input:
+        lambda wc: local_data_inputs(config["data"][wc.qa]),
     output:
         records=P.qa("{qa}"),
         stats=P.qa_stats("{qa}"),
     params:
-        source=lambda wc: config["data"][wc.qa],
+        source=lambda wc: C.data_params(config, wc.qa),  # data.<set>.min_records: read by the job
         seed=config["seed"],
     wildcard_constraints:
         qa="|".join(paths.QA_SETS),

@@ -1,5 +1,5 @@
 # Probes of the memory: effective rank of Z over a batch and the decoder's teacher-forced conditional entropy,
-# per cell; and, for the dynamics cell, knowledge-overwriting accuracy at every probe checkpoint.
+# per cell; and knowledge-overwriting accuracy at every probe checkpoint of the dynamics run (dynamics/<cell>/).
 
 
 rule probe_cell:
@@ -26,14 +26,15 @@ rule probe_cell:
 
 rule probe_dynamics:
     input:
-        model=P.train("final"),
-        probe_checkpoints=P.train("probe_checkpoints"),
-        dynamics=P.train("dynamics.csv"),
+        model=P.dynamics_train("final"),
+        probe_checkpoints=P.dynamics_train("probe_checkpoints"),
+        dynamics=P.dynamics_train("dynamics.csv"),
         faitheval=P.qa("faitheval"),
         conflictqa=P.qa("conflictqa"),
         models=lambda wc: model_inputs(wc.compressor, wc.decoder),
     output:
-        P.dynamics("checkpoints.csv"),
+        checkpoints=P.dynamics("checkpoints.csv"),
+        samples=P.dynamics("checkpoints.samples.jsonl"),
     params:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:

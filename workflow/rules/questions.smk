@@ -8,7 +8,7 @@ rule generate_questions:
         questions=P.questions("{qset}"),
         report=P.question_report("{qset}"),
     params:
-        questions=lambda wc: {k: v for k, v in config["questions"].items() if k != "contexts"},
+        questions=C.question_params(config),  # what determines the questions; runtime keys: read by the job
         n_contexts=lambda wc: config["questions"].get("contexts", {}).get(wc.qset, 0),
         cache_dir=P.question_cache,
     log:

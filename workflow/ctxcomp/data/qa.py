@@ -8,6 +8,7 @@ from ..io import provenance, write_json
 from .conflictqa import load_conflictqa
 from .faitheval import load_faitheval
 from .musique import load_musique
+from .readers import DataError
 from .records import KIND_OF_SOURCE, write_records
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ def load_qa(name: str, source: dict, seed: int = 0) -> tuple[list[dict], dict]:
 def prepare_qa(name: str, source: dict, seed: int, out_records: str, out_stats: str) -> dict:
     """Write `name`'s records (JSONL, validated against its schema) and stats JSON; return the stats."""
     records, stats = load_qa(name, source, seed)
+    need = int(source.get("min_records", 1))
+    if len(records) < need:  # an empty or gutted file would otherwise give NaN accuracies downstream
+        raise DataError(f"{name}: {len(records)} record(s) from {source.get('path')} after filtering (read "
+                        f"{stats.get('read')}, dropped {stats.get('dropped')}), fewer than data.{name}.min_records="
+                        f"{need}")
     n = write_records(out_records, records, kind=KIND_OF_SOURCE[name])
     stats = {**stats, "seed": seed, "record_kind": KIND_OF_SOURCE[name], "provenance": provenance()}
     log.info("%s: read %d, kept %d, wrote %d; dropped %s", name, stats["read"], stats["kept"], n, stats["dropped"])

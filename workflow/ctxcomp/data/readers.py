@@ -96,8 +96,27 @@ def _check(obj: Any, origin: str, validator: Any, errors: ErrorLog) -> bool:
     return True
 
 
-def _iter_jsonl(fh: Iterable[str], name: str, validator: Any, errors: ErrorLog) -> Iterator[Row]:
-    for lineno, line in enumerate(fh, 1):
+_BOM = b"\xef\xbb\xbf"
+
+
+def _utf8_problem(raw: bytes) -> str | None:
+    """Why a line's bytes are not UTF-8 text (byte and column), or None."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    return None
+
+
+def _iter_jsonl(fh: Iterable[bytes], name: str, validator: Any, errors: ErrorLog) -> Iterator[Row]:
+    for lineno, raw in enumerate(fh, 1):
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        bad = _utf8_problem(raw)
+        if bad:
+            errors.add(f"{name}:{lineno}", bad)
+            continue
+        line = raw.decode("utf-8")
         if not line.strip():
             continue
         try:
@@ -109,8 +128,15 @@ def _iter_jsonl(fh: Iterable[str], name: str, validator: Any, errors: ErrorLog) 
             yield Row(name, lineno, obj)
 
 
-def _iter_json_array(text: str, name: str, validator: Any, errors: ErrorLog) -> Iterator[Row]:
-    """Decode a JSON array element by element so each row keeps the line it starts on."""
+def _iter_json_array(data: bytes, name: str, validator: Any, errors: ErrorLog) -> Iterator[Row]:
+    """Decode a JSON array element by element so each row keeps the line it starts on. Elements spanning a line
+    that is not UTF-8 are reported like any other malformed row (the rest is decoded with replacement)."""
+    bad_lines = {}
+    for i, raw in enumerate(data.split(b"\n"), 1):
+        problem = _utf8_problem(raw)
+        if problem:
+            bad_lines[i] = problem
+    text = data.decode("utf-8", errors="replace")
     dec = json.JSONDecoder()
     pos = text.index("[") + 1
     line = 1 + text.count("\n", 0, pos)
@@ -130,9 +156,13 @@ def _iter_json_array(text: str, name: str, validator: Any, errors: ErrorLog) -> 
         except json.JSONDecodeError as exc:
             errors.add(f"{name}:{exc.lineno}", f"not valid JSON ({exc.msg}); the rest of the array is unreadable")
             return
-        if _check(obj, f"{name}:{line}", validator, errors):
+        last = line + text.count("\n", pos, end)
+        bad = next((f"line {i}: {bad_lines[i]}" for i in range(line, last + 1) if i in bad_lines), None)
+        if bad:
+            errors.add(f"{name}:{line}", bad)
+        elif _check(obj, f"{name}:{line}", validator, errors):
             yield Row(name, line, obj)
-        line += text.count("\n", pos, end)
+        line = last
         pos = end
 
 
@@ -147,16 +177,18 @@ def iter_rows(path: str | os.PathLike, schema: dict | None = None, errors: Error
     errors = errors if errors is not None else ErrorLog(str(path))
     validator = make_validator(schema)
     name = str(path)
-    with open(path, encoding="utf-8") as fh:
-        first = ""
-        while True:
-            ch = fh.read(1)
-            if not ch or not ch.isspace():
-                first = ch
+    with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 is a malformed row, not a crash
+        head = fh.read(4096)
+        while head.isspace() or head.startswith(_BOM) and head[len(_BOM):].isspace():
+            more = fh.read(4096)
+            if not more:
                 break
+            head += more
+        first = head.removeprefix(_BOM).lstrip()[:1]
         fh.seek(0)
-        if first == "[":
-            yield from _iter_json_array(fh.read(), name, validator, errors)
+        if first == b"[":
+            data = fh.read()
+            yield from _iter_json_array(data.removeprefix(_BOM), name, validator, errors)
         else:
             yield from _iter_jsonl(fh, name, validator, errors)
 

@@ -113,30 +113,53 @@ def probe_cell(settings: dict, inputs: dict[str, str], outputs: dict[str, str]) 
     return out
 
 
-def probe_dynamics(settings: dict, inputs: dict[str, str], out_csv: str) -> list[dict]:
-    """Knowledge-overwriting accuracy at every probe checkpoint of the dynamics cell, beside its erank/entropy."""
+DYNAMICS_COLUMNS = ["step", "erank", "entropy", "ko_faitheval", "ko_conflictqa"]
+
+
+def _margin(row: dict) -> float:
+    """Log-likelihood of the context's answer minus the best other candidate (> 0: the memory wins)."""
+    scores, k = row["loglik_sum"], row["correct_index"]
+    others = [s for j, s in enumerate(scores) if j != k]
+    return float(scores[k] - max(others)) if others else float("nan")
+
+
+def probe_dynamics(settings: dict, inputs: dict[str, str], outputs: dict[str, str]) -> list[dict]:
+    """Knowledge-overwriting accuracy at every probe checkpoint of the dynamics run, beside its erank/entropy.
+
+    outputs: `checkpoints` (CSV, one row per probe checkpoint: step, erank, entropy, ko_faitheval, ko_conflictqa)
+    and `samples` (JSONL rows {step, task, id, correct, margin}); samples first, the CSV last."""
     ev = settings["evaluate"]
     cap, bs = ev.get("max_records", 0), ev["batch_size"]
     max_seg = settings["segment"].get("max_segments", 4)
-    probes = {int(r["step"]): r for r in csv.DictReader(open(inputs["dynamics"]))}
+    with open(inputs["dynamics"], newline="") as fh:
+        probes = {int(r["step"]): r for r in csv.DictReader(fh)}
     ckpts = sorted(p for p in Path(inputs["probe_checkpoints"]).glob("step_*") if p.is_dir())
     if not ckpts:
-        raise FileNotFoundError(f"{inputs['probe_checkpoints']}: no probe checkpoints (was this cell trained with "
-                                "dynamics probes?)")
+        raise FileNotFoundError(f"{inputs['probe_checkpoints']}: no probe checkpoints (was this run trained with "
+                                "train.keep_probe_checkpoints, i.e. as the dynamics run?)")
+    unprobed = [p.name for p in ckpts if int(p.name.split("_")[1]) not in probes]
+    if unprobed:
+        raise ValueError(f"{inputs['dynamics']}: no erank/entropy row for probe checkpoint(s) {unprobed[:5]} of "
+                         f"{inputs['probe_checkpoints']} (outputs of different runs?)")
     ko = {name: _cap(read_jsonl(inputs[name]), cap) for name in ("faitheval", "conflictqa")}
-    rows = []
+    rows, samples = [], []
     for p in ckpts:
         step = int(p.name.split("_")[1])
         comp_dir = p / "compressor_lora" if (p / "compressor_lora").exists() else p / "compressor"
         model, collate, _ = _load(inputs["model"], compressor_dir=str(comp_dir), head_file=str(p / "head.pt"))
-        row: dict[str, Any] = {"step": step, "erank": float(probes.get(step, {}).get("erank", "nan")),
-                               "entropy": float(probes.get(step, {}).get("entropy", "nan"))}
+        row: dict[str, Any] = {"step": step, "erank": float(probes[step]["erank"]),
+                               "entropy": float(probes[step]["entropy"])}
         for name, recs in ko.items():
-            row[f"ko_{name}"] = tasks.knowledge_overwriting(model, collate, recs, bs, max_seg)[0]["value"]
+            summary, per = tasks.knowledge_overwriting(model, collate, recs, bs, max_seg)
+            row[f"ko_{name}"] = summary["value"]
+            samples += [{"step": step, "task": f"ko_{name}", "id": r["id"], "correct": bool(r["correct"]),
+                         "margin": _margin(r)} for r in per]
         rows.append(row)
         log.info("dynamics @%d: %s", step, row)
-    with atomic_write(out_csv, newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["step", "erank", "entropy", "ko_faitheval", "ko_conflictqa"])
+        del model
+    write_jsonl(outputs["samples"], samples)
+    with atomic_write(outputs["checkpoints"], newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=DYNAMICS_COLUMNS)
         w.writeheader()
         w.writerows(rows)
     return rows

@@ -24,6 +24,8 @@ from .usage import Tally
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 120.0
+#: A shorter "key" is no secret (a local server's placeholder such as `x`): replacing it would mangle ordinary text.
+MIN_SECRET_LEN = 8
 
 
 class EndpointError(RuntimeError):
@@ -59,12 +61,38 @@ def read_api_key(s: QuestionSettings) -> str:
         raise RuntimeError(f"questions.backend is 'openai' but environment variable {s.api_key_env} "
                            "(named by questions.api_key_env) is not set: export it with the endpoint's API key "
                            "(any non-empty value for a local server that ignores keys)")
+    if len(key) < MIN_SECRET_LEN:
+        log.warning("%s holds a %d-character value: treated as a placeholder, not as a secret to redact",
+                    s.api_key_env, len(key))
     return key
 
 
+def secret_of(key: Optional[str]) -> Optional[str]:
+    """The key as a secret to redact, or None when it is too short to be one."""
+    return key if key and len(key) >= MIN_SECRET_LEN else None
+
+
 def redact(text: str, secret: Optional[str]) -> str:
-    """Remove the key from text that may have come from the server (some error bodies echo request headers)."""
+    """Remove the key from text that may carry it: error reasons (some error bodies echo request headers), log
+    lines, provenance. Never applied to result data; a value shorter than MIN_SECRET_LEN is not a secret."""
+    secret = secret_of(secret)
     return text.replace(secret, "***") if secret and text else text
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that takes the key out of every record a handler emits (the HTTP client logs headers at
+    DEBUG level)."""
+
+    def __init__(self, secret: Optional[str]):
+        super().__init__()
+        self.secret = secret_of(secret)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secret:
+            msg = record.getMessage()
+            if self.secret in msg:
+                record.msg, record.args = redact(msg, self.secret), None
+        return True
 
 
 def _retryable(status: int) -> bool:

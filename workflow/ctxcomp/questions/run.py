@@ -5,8 +5,9 @@ survives a crash through the reply cache instead, so a resumed run re-sends noth
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Optional
 from tqdm import tqdm
 
 from ..io import write_json, write_jsonl
-from .backends import Backend, EndpointError, OfflineBackend, OpenAIBackend, read_api_key, redact
+from .backends import Backend, EndpointError, OfflineBackend, OpenAIBackend, RedactingFilter, read_api_key, redact
 from .cache import ReplyCache
 from .parse import ParseError, extract_json, question_items, split_reasoning
 from .prompt import build_messages, repair_message
@@ -69,6 +70,38 @@ def _generate_one(ctx: dict, s: QuestionSettings, backend: Backend, secret: Opti
     return Outcome("failed", reason=redact(reason, secret), attempts=s.max_attempts)
 
 
+class QuestionsIncomplete(RuntimeError):
+    """Too few contexts got valid questions (questions.min_success_fraction): nothing is written."""
+
+
+@contextlib.contextmanager
+def _redacted_logs(secret: Optional[str]):
+    """While questions are generated, every handler of the root logger drops the key from what it writes."""
+    filt = RedactingFilter(secret)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(filt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(filt)
+
+
+def _check_success(rows: list[dict], s: QuestionSettings, cache_dir: str) -> None:
+    n = len(rows)
+    ok = sum(r["status"] != "failed" for r in rows)
+    need = math.ceil(s.min_success_fraction * n - 1e-9)
+    if n and ok >= need:
+        return
+    last = next((r["reason"] for r in reversed(rows) if r["status"] == "failed"), None)
+    resume = (f"replies received so far are cached in {cache_dir}: the re-run asks only for the rest"
+              if s.backend == "openai" else "the offline backend has no cache")
+    raise QuestionsIncomplete(f"only {ok} of {n} contexts got valid questions; questions.min_success_fraction="
+                              f"{s.min_success_fraction} needs {need}. Last error: {last}. Nothing was written; "
+                              f"{resume}")
+
+
 def _check_contexts(contexts: list[dict]) -> None:
     seen: set[str] = set()
     for i, c in enumerate(contexts):
@@ -120,7 +153,8 @@ def generate_questions(contexts: list[dict], qcfg: dict, out_path: str, report_p
     log.info("questions: %d contexts, backend=%s model=%s prompt=%s, %d per context (%d unanswerable)",
              len(contexts), s.backend, s.model_label, s.prompt_version, s.per_context, s.unanswerable_per_context)
     try:
-        outcomes = _run_all(contexts, s, backend, secret)
+        with _redacted_logs(secret):
+            outcomes = _run_all(contexts, s, backend, secret)
     finally:
         backend.close()
 
@@ -129,7 +163,7 @@ def generate_questions(contexts: list[dict], qcfg: dict, out_path: str, report_p
     report = {
         "backend": s.backend,
         "model": s.model_label,
-        "base_url": s.base_url if s.backend == "openai" else None,
+        "base_url": redact(s.base_url, secret) if s.backend == "openai" else None,  # a URL may carry a key
         "prompt_version": s.prompt_version,
         "per_context": s.per_context,
         "unanswerable_per_context": s.unanswerable_per_context,
@@ -148,8 +182,9 @@ def generate_questions(contexts: list[dict], qcfg: dict, out_path: str, report_p
         "estimated_cost_cached_usd": Tally.cost(tally.tokens_cached, s),
         "wall_s": round(time.monotonic() - t0, 3),
     }
-    if secret:  # belt and braces: nothing the server echoed may carry the key into the report
-        report = json.loads(redact(json.dumps(report), secret))
+    for f in failures[:MAX_FAILURES_REPORTED]:
+        log.warning("context %s failed: %s", f["context_id"], f["reason"])
+    _check_success(rows, s, cache_dir)
     write_jsonl(out_path, rows)
     write_json(report_path, report)
     log.info("questions: %d valid, %d repaired, %d failed; %d requests, %d cache hits, cost %s USD, %.1fs",

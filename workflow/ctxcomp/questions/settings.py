@@ -33,6 +33,7 @@ class QuestionSettings:
     price_input_per_mtok: Optional[float] = None
     price_output_per_mtok: Optional[float] = None
     retry_backoff_s: float = 1.0
+    min_success_fraction: float = 0.95
 
     @property
     def n_answerable(self) -> int:
@@ -79,3 +80,5 @@ class QuestionSettings:
             raise ValueError("questions.max_attempts and concurrency must be >= 1, max_retries >= 0")
         if self.requests_per_minute is not None and self.requests_per_minute <= 0:
             raise ValueError("questions.requests_per_minute must be > 0")
+        if not 0 <= self.min_success_fraction <= 1:
+            raise ValueError(f"questions.min_success_fraction must be between 0 and 1, got {self.min_success_fraction}")

@@ -159,7 +159,7 @@ class DeepSpeedEngine:
         self._dist.barrier()
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def save(self, root, step: int, extra: dict, keep: int) -> None:
+    def save(self, root, step: int, extra: dict, keep: int, run_hash: str | None = None) -> None:
         root = Path(root)
         tag = ckpt.step_dir(root, step).name
         target = root / tag
@@ -172,23 +172,35 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(root), tag=tag, client_state={"step": step, **extra},
                                     save_latest=False, exclude_frozen_parameters=True)
         torch.save(ckpt.rng_state(), target / RNG_FILE.format(rank=self.rank))
-        self.barrier()
         if self.is_main:
             write_config(self.config, target / CONFIG_FILE)
-            (target / "COMPLETE").write_text(str(step))
+        self.barrier()
+        ckpt.write_share(target, self.rank, self.world_size)  # every rank hashes its share of the files
+        self.barrier()
+        if self.is_main:
+            ckpt.finalize(target, step, run_hash, world=self.world_size)  # MANIFEST.json, then COMPLETE
             ckpt.prune(root, keep)
             log.info("checkpoint saved: %s", target)
         self.barrier()
 
-    def load_latest(self, root) -> dict | None:
-        found = ckpt.latest_checkpoint(root)
-        if found is None:
-            return None
-        step, path = found
-        load_path, client_state = self.engine.load_checkpoint(str(path.parent), tag=path.name,
-                                                              load_module_strict=False)
+    def verify(self, path, level: str = "sha256") -> list[str]:
+        """Collective: each rank checks its share; every rank returns a problem list, non-empty if any rank's is."""
+        problems = ckpt.verify(path, level, self.rank, self.world_size)
+        if self.any_rank(bool(problems)) and not problems:
+            problems = [f"{path}: failed verification on another rank (see its log)"]
+        return problems
+
+    def load(self, path) -> dict:
+        path = Path(path)
+        step = int(path.name.split("_")[-1])
+        try:
+            load_path, client_state = self.engine.load_checkpoint(str(path.parent), tag=path.name,
+                                                                  load_module_strict=False)
+        except Exception as exc:  # DeepSpeed's errors do not say which checkpoint
+            raise ckpt.CheckpointError(f"DeepSpeed could not load checkpoint {path}: {type(exc).__name__}: "
+                                       f"{exc}") from exc
         if load_path is None:
-            raise RuntimeError(f"DeepSpeed could not load checkpoint {path}")
+            raise ckpt.CheckpointError(f"DeepSpeed could not load checkpoint {path}")
         rng = path / RNG_FILE.format(rank=self.rank)
         if rng.exists():
             ckpt.set_rng_state(torch.load(rng, map_location="cpu", weights_only=False))

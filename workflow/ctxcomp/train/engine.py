@@ -1,8 +1,9 @@
 """Training engines: the few calls the loop needs, implemented for plain PyTorch and for DeepSpeed.
 
     forward(batch, weights) -> dict     backward(loss)        step(lr, clip) -> grad norm
-    save(root, step, extra, keep)       load_latest(root) -> extra | None
-    autocast()                          reduce_row(row)       module / rank / world_size / accum / is_main
+    save(root, step, extra, keep, run_hash)                   verify(path, level) -> problems (collective)
+    load(path) -> extra                 barrier()             autocast()            reduce_row(row)
+    module / rank / world_size / accum / is_main
     any_rank(flag) -> bool              gathered(params)      export_state() -> state dict | None
 
 `backward` takes the micro-batch loss as is: each engine applies the 1/accumulation scaling its own way.
@@ -82,14 +83,17 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
-    def save(self, root, step: int, extra: dict, keep: int) -> None:
-        ckpt.save_checkpoint(root, step, self.module, self.optimizer, extra, keep)
+    def save(self, root, step: int, extra: dict, keep: int, run_hash: str | None = None) -> None:
+        ckpt.save_checkpoint(root, step, self.module, self.optimizer, extra, keep, run_hash)
 
-    def load_latest(self, root) -> dict | None:
-        found = ckpt.latest_checkpoint(root)
-        if found is None:
-            return None
-        return ckpt.load_checkpoint(found[1], self.module, self.optimizer)
+    def verify(self, path, level: str = "sha256") -> list[str]:
+        return ckpt.verify(path, level)
+
+    def load(self, path) -> dict:
+        return ckpt.load_checkpoint(path, self.module, self.optimizer)
+
+    def barrier(self) -> None:
+        pass
 
     def reduce_row(self, row: dict) -> dict:
         return row

@@ -3,6 +3,13 @@
 The loop is engine-agnostic: `TorchEngine` (one process, CPU or one GPU) and `DeepSpeedEngine` (ZeRO, many GPUs
 or nodes) expose the same few calls, so the data order, logging, probes, checkpoints and the resume logic are the
 same code on a laptop and on 16 GPUs.
+
+Run directory (train/<cell>/, or dynamics/<cell>/train/ for the dynamics run), besides the declared outputs:
+    checkpoints/step_XXXXXXXX/   verified resume points (train/checkpoint.py), dropped when the run has finished
+                                 unless train.keep_final_checkpoints
+    RUN.json                     hash of everything that determines this run; other state is reset on a mismatch
+    loss.partial.csv, dynamics.partial.csv   the logs so far, rewritten at every checkpoint (progress of a job)
+    tensorboard/                 event files (rank 0): loss terms, lr, grad norm, tokens/s, probe erank/entropy
 """
 from __future__ import annotations
 
@@ -20,9 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import config as C
+from ..fingerprint import path_fingerprint
 from ..io import atomic_dir, atomic_write, provenance, read_jsonl, write_json
 from ..model.collate import Collator, to_device
 from ..model.load import build_for_training, pick_device, pick_dtype, save_trained, save_weights
+from . import checkpoint as ckpt
 from .data import JsonlIndex, batch_indices, rank_slice
 from .engine import make_engine
 from .schedule import lr_at
@@ -32,6 +42,8 @@ log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
 LOSS_COLUMNS = ["step", "loss", "loss_re", "loss_nt", "lr", "grad_norm", "tokens_per_s", "elapsed_s"]
 DYN_COLUMNS = ["step", "erank", "entropy"]
+#: Bump when the checkpoint layout or what it means changes: older checkpoints are then set aside, not resumed.
+CHECKPOINT_FORMAT = 2
 
 
 class StopFlag:
@@ -106,14 +118,70 @@ def _mean(xs: list[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
+def runtime_of(settings: dict) -> dict:
+    """How this run is stored: schema defaults < keys left in settings.train (direct callers) < settings.runtime
+    (the training job, from the config at run time)."""
+    tr = settings["train"]
+    return {**C.runtime_defaults(), **{k: tr[k] for k in C.RUNTIME_TRAIN_KEYS if k in tr},
+            **settings.get("runtime", {})}
+
+
+def run_hash(settings: dict, train_path: str | Path, probe_path: str | Path) -> str:
+    """Hash of everything that determines a training run: its settings (without the runtime keys), the content of
+    the data it reads and of the (local) models it starts from, and the checkpoint format."""
+    return C.stable_hash({
+        "format": CHECKPOINT_FORMAT,
+        "settings": C.determining(settings),
+        "data": {"train": path_fingerprint(train_path), "probe": path_fingerprint(probe_path)},
+        "models": {"compressor": path_fingerprint(settings["compressor"]["source"]),
+                   "decoder": path_fingerprint(settings["decoder"]["source"])},
+    })
+
+
+class _Board:
+    """TensorBoard events of one run (rank 0); a resumed run hides the events it is about to write again."""
+
+    def __init__(self, log_dir: Path, start: int, enabled: bool):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise RuntimeError("train.tensorboard is true but the `tensorboard` package is not installed "
+                               "(install it, or set train.tensorboard: false)") from exc
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start + 1)  # steps are 1-based
+
+    def scalars(self, step: int, values: dict, prefix: str) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"{prefix}/{k}", v, step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 class Trainer:
     def __init__(self, settings: dict, train_path: str, probe_path: str, run_dir: str,
                  engine: str | None = None, stop_at_step: int | None = None):
         self.settings = settings
         self.tr = settings["train"]
+        self.rt = runtime_of(settings)
         self.run_dir = Path(run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.probe_root = self.run_dir / "probe_checkpoints.partial"
+        self.loss_partial = self.run_dir / "loss.partial.csv"
+        self.dyn_partial = self.run_dir / "dynamics.partial.csv"
+        self.board_dir = self.run_dir / "tensorboard"
+        self._train_path, self._probe_path = train_path, probe_path
+        self.board: _Board | None = None
+        self.run_hash: str | None = None  # set by resume(), on rank 0 (the rank that writes manifests)
         self.stop_at_step = stop_at_step  # test hook: behave as if preempted after this step
         seed_everything(settings["seed"])
         self.device = pick_device()
@@ -245,17 +313,39 @@ class Trainer:
         return {**row, "lr": lr, "grad_norm": grad_norm, "tokens": int(sum(int(t) for t in tokens))}
 
     def resume(self) -> int:
-        extra = self.engine.load_latest(self.ckpt_root)
-        if extra is None:
-            return 0
-        self.history = extra["history"]
-        self.dynamics = extra["dynamics"]
-        log.info("resumed from step %d", extra["step"])
-        return int(extra["step"])
+        """Reset state of other settings, then load the newest checkpoint that verifies; 0 when there is none."""
+        max_steps = self.tr["max_steps"]
+        self.run_hash = run_hash(self.settings, self._train_path, self._probe_path) if self.engine.is_main else None
+        if self.engine.is_main:
+            ckpt.reset_if_stale(self.run_dir, self.ckpt_root,
+                                [self.probe_root, self.loss_partial, self.dyn_partial, self.board_dir],
+                                self.run_hash, self.rt["stale_checkpoints"], max_steps)
+        self.engine.barrier()
+        for step, path in reversed(ckpt.list_checkpoints(self.ckpt_root)):
+            problems = self.engine.verify(path, self.rt["verify_checkpoints"])
+            if problems:
+                log.error("checkpoint %s is unusable: %s", path, "; ".join(problems[:5]))
+                self.engine.barrier()
+                if self.engine.is_main:
+                    log.error("checkpoint %s %s; trying the one before", path,
+                              ckpt.quarantine(path, self.rt["stale_checkpoints"]))
+                self.engine.barrier()
+                continue
+            extra = self.engine.load(path)
+            self.history = extra["history"]
+            self.dynamics = extra["dynamics"]
+            log.info("resumed from step %d (%s)", extra["step"], path)
+            return int(extra["step"])
+        return 0
 
     def checkpoint(self, step: int) -> None:
         self.engine.save(self.ckpt_root, step, {"history": self.history, "dynamics": self.dynamics},
-                         keep=self.tr.get("keep_checkpoints", 2))
+                         keep=self.rt["keep_checkpoints"], run_hash=self.run_hash)
+        if self.engine.is_main:  # progress of a running job; the declared loss.csv appears only at the end
+            write_csv(self.loss_partial, self.history, LOSS_COLUMNS)
+            write_csv(self.dyn_partial, self.dynamics, DYN_COLUMNS)
+        if self.board is not None:
+            self.board.flush()
 
     def run(self) -> None:
         from tqdm import tqdm
@@ -267,7 +357,8 @@ class Trainer:
         self.model.train()
         t_start = time.time()
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
-        with StopFlag() as stop, self.prefetching():
+        self.board = _Board(self.board_dir, start, bool(self.rt["tensorboard"]) and self.engine.is_main)
+        with StopFlag() as stop, self.prefetching(), contextlib.closing(self.board):
             bar = tqdm(range(start, max_steps), initial=start, total=max_steps, desc="train", mininterval=10,
                        disable=not self.engine.is_main)
             for step in bar:
@@ -280,15 +371,18 @@ class Trainer:
                        "tokens_per_s": res["tokens"] * self.engine.world_size / max(dt, 1e-9),
                        "elapsed_s": elapsed0 + time.time() - t_start}
                 self.history.append(self.engine.reduce_row(row))
+                self.board.scalars(done, {k: v for k, v in self.history[-1].items() if k != "step"}, "train")
                 bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
                 if done % tr["probe_every"] == 0 or done == max_steps:
                     self.dynamics.append(self.probe(done))
+                    self.board.scalars(done, {k: self.dynamics[-1][k] for k in ("erank", "entropy")}, "probe")
                     if tr.get("keep_probe_checkpoints"):
                         self.save_probe_checkpoint(done)
                 # all ranks must stop after the same step (the checkpoint is collective): agree on the signal
                 preempt = self.engine.any_rank(bool(stop)) or (
                     self.stop_at_step is not None and done == self.stop_at_step)
-                if done % tr["checkpoint_every"] == 0 or preempt:
+                # the last step is always a checkpoint: a failure while writing the outputs costs no training
+                if done % self.rt["checkpoint_every"] == 0 or preempt or done == max_steps:
                     self.checkpoint(done)
                 if preempt and done < max_steps:
                     log.warning("stopping after step %d; the next run resumes from its checkpoint", done)
@@ -308,7 +402,7 @@ class Trainer:
             "world_size": self.engine.world_size,
             "grad_accum": self.accum,
             "wall_s": self.history[-1]["elapsed_s"] if self.history else 0.0,
-            "provenance": provenance(self.settings),
+            "provenance": {**provenance(C.determining(self.settings)), "run_hash": self.run_hash},
         }
         state = self.engine.export_state()  # collective (ZeRO-3 gathers the trainable weights onto rank 0)
         if not self.engine.is_main:
@@ -327,8 +421,20 @@ class Trainer:
         os.replace(self.probe_root, out_probe)
         write_csv(out_loss, self.history, LOSS_COLUMNS)
         write_csv(out_dyn, self.dynamics, DYN_COLUMNS)
-        write_json(out_summary, summary)
+        write_json(out_summary, summary)  # declared last: its presence means every output is complete
+        self.drop_resume_state()
         return summary
+
+    def drop_resume_state(self) -> None:
+        """After the outputs are written: the partial logs go, and the optimizer-state checkpoints too unless
+        train.keep_final_checkpoints (they can be ~100 GB per cell; resuming a finished run needs none)."""
+        for p in (self.loss_partial, self.dyn_partial):
+            p.unlink(missing_ok=True)
+        if not self.rt["keep_final_checkpoints"] and self.ckpt_root.exists():
+            import shutil
+
+            shutil.rmtree(self.ckpt_root)
+            log.info("finished: removed %s (train.keep_final_checkpoints is false)", self.ckpt_root)
 
 
 def train_cell(settings: dict, train_path: str, probe_path: str, run_dir: str, outputs: dict[str, str],
@@ -337,6 +443,8 @@ def train_cell(settings: dict, train_path: str, probe_path: str, run_dir: str, o
     if not torch.cuda.is_available():
         # bit-identical resume on CPU; on GPU the deterministic kernels would cost throughput for no tested gain
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if settings["train"].get("num_threads"):  # 0: as many as the job was given (logs.setup_job)
+        torch.set_num_threads(int(settings["train"]["num_threads"]))
     trainer = Trainer(settings, train_path, probe_path, run_dir, engine=engine, stop_at_step=stop_at_step)
     trainer.run()
     return trainer.finish(outputs["final"], outputs["probe_checkpoints"], outputs["loss"], outputs["dynamics"],
