@@ -117,7 +117,7 @@ def test_every_artifact_has_a_category_and_a_caption_that_renders(cfg):
         text = env.from_string(rst).render(snakemake=Smk)
         html = publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})
         assert len(html["body"]) > 100, name
-    assert "probed every 20 steps" in env.from_string(
+    assert f"probed every {cfg['dynamics']['probe_every']} steps" in env.from_string(
         (ROOT / "workflow/report/fig3b_erank_steps.rst").read_text()).render(snakemake=Smk).replace("\n", " ")
 
 
