@@ -5,7 +5,8 @@
 # The environment is exactly the lock envs/requirements.lock.txt (CPU build of torch), or with CTXCOMP_TORCH=cuda
 # envs/requirements-cuda.lock.txt (PyPI's CUDA build), plus this package (editable). Regenerate the locks with
 # workflow/tools/lock.py. When the lock changes, the venv is rebuilt from scratch, so that nothing outside the lock
-# stays behind. CTXCOMP_VENV: another venv directory; CTXCOMP_PYTHON: the interpreter (default python3.11).
+# stays behind. CTXCOMP_VENV: another venv directory; CTXCOMP_PYTHON: the interpreter (default python3.11);
+# CTXCOMP_NO_INSTALL=1: fail instead of installing when the venv is missing or not that of the lock.
 # The command also sees profiles/xdg first in XDG_CONFIG_DIRS: `--profile slurm` is profiles/slurm.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,7 +17,7 @@ case ${CTXCOMP_TORCH:-cpu} in
   *) echo "[venv] CTXCOMP_TORCH must be cpu or cuda, not '$CTXCOMP_TORCH'" >&2; exit 2 ;;
 esac
 stamp=$venv/.ctxcomp-installed
-want="$(basename "$lock") $(cat "$lock" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
+want="$(basename "$lock") $(sha256sum <"$lock" | cut -c1-16)"
 
 install() {
   local python=${CTXCOMP_PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -38,6 +39,11 @@ install() {
 }
 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  if [ "${CTXCOMP_NO_INSTALL:-0}" = 1 ]; then
+    echo "[venv] $venv is not installed from $(basename "$lock") (CTXCOMP_NO_INSTALL=1):" \
+      "run bash workflow/venv.sh true" >&2
+    exit 3
+  fi
   mkdir -p "$(dirname "$venv")"
   # Two commands started at once on a fresh clone: the second waits for the first's install. The lock is taken on
   # the venv's parent directory, which outlives `venv --clear`.
