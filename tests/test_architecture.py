@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from snakemake_helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "workflow" / "tools"))

@@ -16,6 +16,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
 from snakemake_helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "workflow" / "tools"))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from snakemake_helpers import ROOT, job_counts
 
 PROFILES = ROOT / "profiles"
