@@ -78,3 +78,13 @@ def test_rule_graph_picture_shows_every_rule(rules):
     svg = (ROOT / "workflow" / "docs" / "rulegraph.svg").read_text()
     nodes = re.findall(r'<g id="node\d+" class="node">.*?<text[^>]*>([^<]+)</text>', svg, re.S)
     assert sorted(nodes) == sorted(r.name for r in rules)
+
+
+def test_every_gpu_rule_records_a_benchmark():
+    """GPU jobs are what the GPU-hour estimates are checked against: each writes a benchmark file."""
+    blocks = []
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        blocks += re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), re.M | re.S)
+    gpu = {name: body for name, body in blocks if "envs/gpu.yaml" in body}
+    assert {"train_compressor", "evaluate_cell", "probe_cell", "probe_dynamics"} <= set(gpu)
+    assert [name for name, body in gpu.items() if "\n    benchmark:\n" not in body] == []
