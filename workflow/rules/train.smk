@@ -1,6 +1,7 @@
 # One compressor per (decoder, compressor, ratio) cell; frozen decoder; loss L_re + L_nt.
 # Checkpoints live in <cell>/checkpoints (not a declared output, so a failed or preempted job keeps them and the
-# retry resumes from the last one).
+# retry resumes from the last one). No output is temp(): probe_checkpoints (large for the dynamics cell) is what
+# probe_dynamics reads, and deleting it would make any rerun of probe_dynamics retrain the dynamics cell.
 
 
 rule train_compressor:
