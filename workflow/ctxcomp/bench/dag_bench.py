@@ -19,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -212,13 +213,14 @@ def render(results: dict, phases: dict[str, float], imports: list, repeats: int,
     lines += [f"| `{m}` | {s:.1f} ms | {c:.1f} ms |" for m, s, c in imports]
     lines += [
         "",
-        f"Reading: Snakemake's own import is {phases['import'] / phases['total']:.0%} of the run; it loads every",
-        "installed executor plugin (the Slurm plugin imports pandas) and its persistence layer (SQLAlchemy). The",
-        f"workflow's part, parsing and executing the Snakefile and rule files ({phases.get('include', 0):.2f} s, of",
-        f"which {phases.get('validate', 0):.2f} s validate the config and "
-        f"{sum(s for _, s, _ in imports) * 1000:.0f} ms import the workflow's modules) and building",
-        f"the DAG of jobs with its input functions ({phases.get('dag', 0):.2f} s), is the smaller part. On a loaded",
-        "machine every wall figure grows with the load: compare the CPU columns, which do not.",
+        *textwrap.wrap(
+            f"Reading: Snakemake's own import is {phases['import'] / phases['total']:.0%} of the run; it loads every "
+            "installed executor plugin (the Slurm plugin imports pandas) and its persistence layer (SQLAlchemy). "
+            "The workflow's part, parsing and executing the Snakefile and the rule files "
+            f"({phases.get('include', 0):.2f} s, of which {phases.get('validate', 0):.2f} s validate the config "
+            f"and {sum(s for _, s, _ in imports):.0f} ms import the workflow's modules) and building the DAG of "
+            f"jobs with its input functions ({phases.get('dag', 0):.2f} s), is the smaller part. On a loaded "
+            "machine every wall figure grows with the load: compare the CPU columns, which do not.", 116),
     ]
     return "\n".join(lines) + "\n"
 
