@@ -25,6 +25,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parents[2]
 ENVS = ROOT / "envs"
 PYPROJECT = ROOT / "pyproject.toml"
@@ -36,18 +38,13 @@ COMMAND = "bash workflow/venv.sh python workflow/tools/lock.py"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
 
-def canonical(name: str) -> str:
-    """PEP 503 normalised distribution name."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def read_pins(path: Path) -> dict[str, str]:
     """{canonical name: version} of a requirements-style lock (`name==version` lines)."""
     pins = {}
     for line in path.read_text().splitlines():
         m = _PIN.match(line.strip())
         if m:
-            pins[canonical(m.group(1))] = m.group(2)
+            pins[canonicalize_name(m.group(1))] = m.group(2)
     return pins
 
 
