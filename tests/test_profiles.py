@@ -55,6 +55,18 @@ def test_venv_sh_puts_the_profiles_first_and_keeps_the_callers_dirs():
     assert out.stdout == f"{XDG}:/etc/xdg", "XDG's default /etc/xdg must stay searched"
 
 
+def test_activated_checkout_venv_knows_the_bare_names():
+    """`source .venv/bin/activate` (the checkout's own venv, made by venv.sh) sets the same search path."""
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip(f"the tests run in {sys.prefix}, not in this checkout's .venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    code = "from snakemake.cli import get_profile_dir; print(get_profile_dir('slurm')[1])"
+    proc = subprocess.run(["bash", "-c", f'source .venv/bin/activate && python -c "{code}"'], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve() == (PROFILES / "slurm" / "config.yaml").resolve()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_snakemake_resolves_the_bare_name_to_the_profile(name: str):
     """Snakemake's own profile lookup, in the environment venv.sh sets up, lands on profiles/<name>/config.yaml."""

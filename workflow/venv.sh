@@ -35,6 +35,14 @@ install() {
   "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
   "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root"
   "$venv/bin/python" -m pip check >&2
+  if [ "$venv" = "$root/.venv" ]; then
+    # This checkout's own venv: `source .venv/bin/activate` gives the bare profile names too.
+    cat >>"$venv/bin/activate" <<EOF
+
+# ctxcomp (workflow/venv.sh): bare Snakemake profile names (--profile slurm) are this checkout's profiles/<name>
+export XDG_CONFIG_DIRS="$root/profiles/xdg:\${XDG_CONFIG_DIRS:-/etc/xdg}"
+EOF
+  fi
   echo "$want" >"$stamp"
 }
 
