@@ -55,7 +55,10 @@ def copy_repo(dest: Path) -> Path:
                            check=True).stdout.decode().split("\0")
     for f in filter(None, files):
         src = ROOT / f
-        if src.is_file():
+        if src.is_symlink():  # as a link: profiles/xdg/snakemake/<name> link to folders
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            (dest / f).symlink_to(os.readlink(src))
+        elif src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
     return dest

@@ -15,6 +15,8 @@ rule probe_cell:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:
         P.log("probe_cell", None),
+    benchmark:
+        P.benchmark("probe_cell", None)
     threads: model_threads("eval")
     resources:
         **model_resources("eval"),
@@ -39,6 +41,8 @@ rule probe_dynamics:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:
         P.log("probe_dynamics", None),
+    benchmark:
+        P.benchmark("probe_dynamics", None)
     threads: model_threads("eval")
     resources:
         **model_resources("eval"),

@@ -2,7 +2,8 @@
 # Checkpoints live in <run dir>/checkpoints (not a declared output, so a failed or preempted job keeps them and the
 # retry resumes from the last verified one; they carry the hash of the run's settings and data, so a changed cell
 # starts fresh). Params hold only what determines the result: the storage keys (C.RUNTIME_TRAIN_KEYS) are read by
-# the job from the config.
+# the job from the config. No output is temp(): probe_checkpoints (large for the dynamics run) is what
+# probe_dynamics reads, and deleting it would make any rerun of probe_dynamics retrain the dynamics cell.
 
 
 rule train_compressor:
