@@ -27,9 +27,10 @@ TOKENIZER_BYTES_PER_TOKEN = 80   # a saved tokenizer (tokenizer.json: vocabulary
 class DiskEstimate:
     checkpoint_bytes: int      # one resumable checkpoint
     keep: int
-    final_bytes: int           # final/
+    final_bytes: int           # final/: weights_bytes + tokenizers
     probe_bytes: int           # probe_checkpoints/ (dynamics cell)
     keep_final_checkpoints: bool
+    weights_bytes: int = 0     # final/: the compressor (or its LoRA adapter) and the head
 
     @property
     def peak_bytes(self) -> int:
@@ -43,7 +44,7 @@ class DiskEstimate:
     def as_dict(self) -> dict[str, Any]:
         return {"checkpoint_bytes": self.checkpoint_bytes, "keep": self.keep, "final_bytes": self.final_bytes,
                 "probe_bytes": self.probe_bytes, "peak_bytes": self.peak_bytes, "after_bytes": self.after_bytes,
-                "keep_final_checkpoints": self.keep_final_checkpoints}
+                "keep_final_checkpoints": self.keep_final_checkpoints, "weights_bytes": self.weights_bytes}
 
 
 def probe_checkpoints(train: dict) -> int:
@@ -58,19 +59,20 @@ def estimate_disk(s: TrainShape, train: dict) -> DiskEstimate:
     groups = cell_tensors(s.comp, s.dec, s.finetune, s.lora, s.num_memory)
     trainable = _sum(groups, trainable=True)
     used = _sum(groups, trainable=True, used=True)
+    n_used = sum(g.count for g in groups if g.trainable and g.used)
     head = _sum([g for g in groups if g.name.startswith("head.")], trainable=True)
     weights = trainable - head  # the compressor's trainable part: all its weights, or its LoRA A/B
     if s.engine == "torch":
-        ckpt = 4 * trainable + 8 * used
+        ckpt = 4 * trainable + 8 * used + 4 * n_used  # weights, AdamW moments and step counters, all fp32
         wbytes = 4
     else:
         ckpt = 12 * trainable + (0 if s.zero_stage == 3 else 2 * trainable)
         wbytes = 2 if s.device == "cuda" else 4
-    comp_saved = wbytes * weights
-    final = comp_saved + wbytes * head + TOKENIZER_BYTES_PER_TOKEN * (s.comp.vocab + s.dec.vocab)
-    probes = probe_checkpoints(train) * (comp_saved + wbytes * head)
+    saved = wbytes * (weights + head)
+    final = saved + TOKENIZER_BYTES_PER_TOKEN * (s.comp.vocab + s.dec.vocab)
+    probes = probe_checkpoints(train) * saved
     return DiskEstimate(ckpt, int(train.get("keep_checkpoints", 2)), final, probes,
-                        bool(train.get("keep_final_checkpoints", False)))
+                        bool(train.get("keep_final_checkpoints", False)), weights_bytes=saved)
 
 
 def disk_estimate(cfg: dict, cell: Any, device: str = "cuda") -> DiskEstimate:
