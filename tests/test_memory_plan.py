@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from helpers_tiny import ROOT, tiny_env
-
-from ctxcomp import disk_plan, memory_plan as mp, model_dims as md, plan
+from ctxcomp import disk_plan, plan
+from ctxcomp import memory_plan as mp
+from ctxcomp import model_dims as md
 from ctxcomp.config import Cell, load_config
+from helpers_tiny import ROOT, tiny_env
 
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -108,7 +108,7 @@ def dims_from_config(config: Any) -> ArchDims:
     """ArchDims of a transformers config (or its dict); a vision-language config contributes its text_config."""
     cfg = config if isinstance(config, dict) else config.to_dict()
     model_type = cfg.get("model_type", "")
-    if "text_config" in cfg and cfg["text_config"]:
+    if cfg.get("text_config"):
         text = dict(cfg["text_config"])
         text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
         cfg, model_type = text, ("mllama" if model_type.startswith("mllama") else model_type)

@@ -239,8 +239,8 @@ def format_resources(res: dict) -> str:
     cap = res["gpu_mem_gb"]
     big = max((r["estimate"]["peak_bytes"] for r in res["jobs"]), default=0) >= 2**30
     unit, uname = (2**30, "GiB") if big else (2**20, "MiB")
-    lines = ["", f"Memory per GPU, estimated ({uname}; ctxcomp.memory_plan). GPU jobs must fit slurm.gpu_mem_gb = "
-                 f"{cap:g} GiB with {_reserve_note()}; CPU jobs (no GPU) are compared with their mem_mb."]
+    lines = ["", (f"Memory per GPU, estimated ({uname}; ctxcomp.memory_plan). GPU jobs must fit slurm.gpu_mem_gb = "
+                  f"{cap:g} GiB with {_reserve_note()}; CPU jobs (no GPU) are compared with their mem_mb.")]
     head = ("rule", "cell", "GPUs", "engine", "weights", "grads", "optim", "activ", "logits", "trans", "peak",
             "need", "of", "fit", "peak, ckpt toggled")
     table = [head]
@@ -265,9 +265,9 @@ def format_resources(res: dict) -> str:
         lines.append("Notes: " + "; ".join(notes) + ".")
     if res["disk"]:
         du, dname = (1e9, "GB") if res["disk_total_peak_bytes"] >= 1e9 else (1e6, "MB")
-        lines += ["", f"Disk per training job ({dname}, 1 {dname} = {du:.0e} bytes; ctxcomp.disk_plan): one "
-                      "resumable checkpoint, kept x (keep + 1 while a new one is written), final model (+ probe "
-                      "checkpoints)."]
+        lines += ["", (f"Disk per training job ({dname}, 1 {dname} = {du:.0e} bytes; ctxcomp.disk_plan): one "
+                       "resumable checkpoint, kept x (keep + 1 while a new one is written), final model (+ probe "
+                       "checkpoints).")]
         table = [("rule", "cell", "checkpoint", "keep", "final", "probes", "peak", "after")]
         for d in res["disk"]:
             table.append((d["rule"], d["cell"], _gb(d["checkpoint_bytes"], du), str(d["keep"]),
