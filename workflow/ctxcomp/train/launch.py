@@ -82,7 +82,7 @@ def slurm_job_info(env: dict) -> dict:
 def node_address(node: str) -> str:
     """The address Slurm reaches `node` at (its NodeAddr), which other nodes can connect to even where the node
     name is not a resolvable host name; the name itself when Slurm does not say."""
-    proc = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True)
+    proc = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True, check=False)
     fields = dict(f.split("=", 1) for f in proc.stdout.split() if "=" in f) if proc.returncode == 0 else {}
     addr = fields.get("NodeAddr", "")
     return addr if addr and addr != "(null)" else node
