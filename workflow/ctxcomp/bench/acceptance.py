@@ -197,6 +197,8 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
 
     comp_tok, dec_tok = toks
     _free(device)
+    # whatever an earlier configuration left allocated (DeepSpeed keeps some state per process) is not this one's
+    baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     torch.manual_seed(0)
     settings = train_settings(cfg, shapes, engine_name)
     model = cell_model(shapes, device, engine_name, attn, comp_tok, dec_tok)
@@ -267,7 +269,8 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
         "peak_estimate": est.peak_bytes, "estimate_parts": est.parts,
     }
     if device.type == "cuda":
-        row["peak_measured"] = torch.cuda.max_memory_allocated(device)
+        row["peak_measured"] = torch.cuda.max_memory_allocated(device) - baseline
+        row["allocated_before"] = baseline
     else:  # no allocator peak on CPU: count the tensors the engine holds
         row["static_measured"] = _static_bytes(engine, model)
         row["static_estimate"] = sum(v for k, v in est.parts.items() if k.startswith("weights") or k == "optimizer")
@@ -300,6 +303,7 @@ def run_evaluation(shapes: Shapes, device: torch.device, toks, recs: list[dict])
 
     comp_tok, dec_tok = toks
     _free(device)
+    baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     comp, dec = build_pair(shapes, device, dtype, dtype, "sdpa")
     model = ContextCompressor(comp, dec, shapes.segment // RATIO, decoder_bos_id=dec_tok.bos_token_id,
@@ -338,7 +342,7 @@ def run_evaluation(shapes: Shapes, device: torch.device, toks, recs: list[dict])
         if isinstance(res, tuple) and isinstance(res[0], dict):
             row["n"] = res[0].get("n")
         if device.type == "cuda":
-            row["peak_measured"] = torch.cuda.max_memory_allocated(device)
+            row["peak_measured"] = torch.cuda.max_memory_allocated(device) - baseline
         out["tasks"][name] = row
     out["weights_measured"] = sum(p.numel() * p.element_size() for p in model.parameters())
     return out
