@@ -238,18 +238,19 @@ def head_saved(num_memory: int, batch: int, comp_seq: int, d_comp: int, d_dec: i
             + batch * num_memory * (4 + prec.act * d_comp + prec.lin * d_comp + 2 * prec.act * d_dec))
 
 
-def logits_bytes(rows: int, vocab: int, act: int, chunk: int | None) -> tuple[int, int]:
+def logits_bytes(rows: int, vocab: int, act: int, chunk: int | None, hidden: int = 0) -> tuple[int, int]:
     """(kept for backward, transient) bytes of the loss over `rows` target positions.
 
     Full logits: the fp32 log-softmax is kept (plus int64 targets and mask); forward briefly holds the LM-head
-    output and its fp32 copy, backward the fp32 gradients of the log-softmax and of its input. Chunked: one chunk
-    of logits at a time, forward and recomputed backward."""
+    output and its fp32 copy, backward the fp32 gradients of the log-softmax and of its input. Chunked: the hidden
+    states each chunk recomputes its logits from are kept, and one chunk of logits exists at a time, in forward and
+    in the recomputed backward."""
     up = 4 if act != 4 else 0  # the fp32 copy of bf16 logits (none when the logits are fp32 already)
     if chunk is None:
         saved = 4 * rows * vocab + 16 * rows
         return saved, max((act + up) * rows * vocab, 8 * rows * vocab)
     c = min(chunk, rows)
-    return 16 * rows, (12 + act) * c * vocab
+    return 16 * rows + act * rows * hidden, (12 + act) * c * vocab
 
 
 # ----------------------------------------------------------------------------------------------- estimate
@@ -385,7 +386,7 @@ def activation_parts(s: TrainShape, checkpointing: bool | None = None) -> dict[s
     dec_ckpt = ckpt and DECODER_CHECKPOINTED
     dec = model_saved(s.dec, rows_d, seq_d, pd, "frozen", dec_ckpt, None, s.attn, True)
     head = head_saved(M, B, s.comp_seq, s.comp.hidden, s.dec.hidden, pc)
-    logits_kept, logits_peak = logits_bytes(rows_d * s.dec_target, s.dec.vocab, pd.act, s.loss_chunk)
+    logits_kept, logits_peak = logits_bytes(rows_d * s.dec_target, s.dec.vocab, pd.act, s.loss_chunk, s.dec.hidden)
     layer = max(layer_transient(s.comp, B, s.comp_seq, pc, mode, ckpt, s.lora, s.attn, s.masked),
                 layer_transient(s.dec, rows_d, seq_d, pd, "frozen", dec_ckpt, None, s.attn, True))
     return {"act_compressor": comp, "act_head": head, "act_decoder": dec, "act_logits": logits_kept,
