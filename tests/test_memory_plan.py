@@ -314,3 +314,14 @@ def test_plan_marks_exactly_the_jobs_that_do_not_fit(capsys):
     assert plan.main(["all", "--forceall"]) == 0
     text = capsys.readouterr().out
     assert "Memory per GPU" in text and f"{len(expected)} of" in text and "Disk per training job" in text
+
+
+def test_a_chunked_loss_removes_the_full_logits_from_the_peak():
+    full = _shape(CONFIG, "qwen3-0.6b")
+    assert full.loss_chunk is None  # the loss over full logits, as ContextCompressor.target_nll computes it today
+    rows = 2 * full.micro_batch * full.dec_target
+    kept, transient = mp.logits_bytes(rows, 128256, 2, None)
+    assert kept == 4 * rows * 128256 + 16 * rows and transient == 8 * rows * 128256  # fp32 log-softmax, its grads
+    chunked = mp.estimate_training(replace(full, loss_chunk=1024))
+    assert chunked.parts["act_logits"] == 16 * rows + 2 * rows * 4096
+    assert chunked.peak_bytes < mp.estimate_training(full).peak_bytes - kept
