@@ -441,8 +441,9 @@ def report(res: dict[str, Any]) -> str:
         if "peak_measured" in r:
             peak = f"{r['peak_measured'] / unit:.2f} / {r['peak_estimate'] / unit:.2f}"
         else:
-            same = r["static_measured"] == r["static_estimate"]
-            peak = f"– / {r['peak_estimate'] / unit:.2f} (weights + optimizer counted: {'exact' if same else 'off'})"
+            diff = r["static_measured"] - r["static_estimate"]
+            counted = "exact" if diff == 0 else f"{diff:+,} B"  # DeepSpeed: alignment and step counters
+            peak = f"– / {r['peak_estimate'] / unit:.2f} (weights + optimizer, counted vs estimate: {counted})"
         lines.append(f"| {r['engine']} | {r['attn']} | {r['step_s'] * 1e3:.0f} ms | {r['tokens_per_s']:,.0f} "
                      f"| {r['mfu'] * 100:.1f} % | {peak} | {r['saved_measured'] / unit:.2f} / "
                      f"{r['saved_estimate'] / unit:.2f} | {r['losses'][0]:.3f} → {r['losses'][-1]:.3f} |")
