@@ -104,6 +104,25 @@ def test_without_forceall_only_jobs_that_would_run_are_counted(tmp_path):
     assert fresh["rules"]["train_compressor"]["jobs"] == 33
 
 
+def test_finished_jobs_are_left_out_of_the_plan(tmp_path):
+    """Run two jobs of the tiny preset for real in a copy of the repository: the plan then counts exactly those
+    two jobs fewer, and every other rule as before."""
+    from ctxcomp.paths import RunPaths
+    from snakemake_helpers import copy_repo, run_snakemake
+
+    work = copy_repo(tmp_path)
+    configs = ["config.yaml", "workflow/presets/tiny.yaml"]
+    before = plan.summarize(plan.dag_jobs(["paper"], configs, workdir=work))["rules"]
+    run = RunPaths.of("tiny")
+    done = [run.tokenizer("qwen-bpe"), run.qa("faitheval")]
+    run_snakemake(["--configfile", *configs, "--cores", "1", *done], cwd=work, timeout=600)
+    assert all((work / f).exists() for f in done)
+    after = plan.summarize(plan.dag_jobs(["paper"], configs, workdir=work))["rules"]
+    dropped = {rule: before[rule]["jobs"] - after.get(rule, {"jobs": 0})["jobs"] for rule in before}
+    assert {rule: n for rule, n in dropped.items() if n} == {"train_tokenizer": 1, "prepare_qa": 1}
+    assert plan.summarize(plan.dag_jobs(["paper"], configs, workdir=work, forceall=True))["rules"] == before
+
+
 def test_tiny_preset_asks_for_no_gpus():
     summary = plan.summarize(plan.dag_jobs(["paper"], ["config.yaml", "workflow/presets/tiny.yaml"],
                                            forceall=True))

@@ -8,14 +8,14 @@ profile's `retries` must resubmit the job, and the second attempt must resume fr
 
 Needs a running Slurm with partitions `cpu` and `gpu` and GPU GRES (real or fake), e.g. the local test cluster:
     sudo bash workflow/tools/local-slurm/start.sh && python -m pytest tests/test_slurm_pipeline.py -v
-Skipped only when there is no Slurm (no `sinfo`, or `sinfo` does not answer). About 3 minutes on 2 CPU cores.
+Skipped when there is no Slurm (no `sinfo`, or `sinfo` does not answer), failed instead under CI=true. About 3
+minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -27,21 +27,8 @@ import pytest
 from snakemake_helpers import copy_repo, snakemake_cmd
 
 
-def _no_slurm_reason() -> str | None:
-    hint = "start the local test cluster with `sudo bash workflow/tools/local-slurm/start.sh`"
-    if not shutil.which("sinfo"):
-        return f"no Slurm on this machine (`sinfo` not found); {hint}"
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"Slurm does not answer (`sinfo`: {exc}); {hint}"
-    if proc.returncode:
-        return f"Slurm does not answer (`sinfo` exited {proc.returncode}: {proc.stderr.strip()}); {hint}"
-    return None
-
-
-NO_SLURM = _no_slurm_reason()
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(NO_SLURM is not None, reason=NO_SLURM or "")]
+# Without a Slurm these tests skip, and under CI=true they fail (tests/conftest.py, tests/slurm_helpers.py).
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 RUN = "results/tiny-slurm"
 CELL = "tiny-llama-dec/tiny-qwen-s/r16"

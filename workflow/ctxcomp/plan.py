@@ -5,12 +5,18 @@
     python -m ctxcomp.plan --configfile config.yaml my-cluster.yaml results/paper/eval/.../ko_faitheval.json
     python -m ctxcomp.plan paper --jobs            # and one line per GPU job
     python -m ctxcomp.plan paper --json            # machine-readable
+    python -m ctxcomp.plan paper --gpu-mem 40      # memory check against 40 GB GPUs instead of slurm.gpu_mem_gb
 
 The jobs come from Snakemake's own DAG of the Snakefile (the same one `snakemake -n` prints), and each job's
 resources from the same rule definitions the Slurm profile submits with (workflow/rules/common.smk: per model from
 `train_resources` / `eval_resources` in the config). GPU-hours of a job = GPUs per node x nodes x runtime / 60,
 i.e. what Slurm is asked to reserve (the time limit, an upper bound on what is used). A retry after a time limit or
 preemption (profiles/slurm: `retries`) asks again; that is not counted here.
+
+Then, per training and evaluation job, the estimated peak memory per GPU (ctxcomp.memory_plan: weights,
+gradients, optimizer states, activations, logits) against `slurm.gpu_mem_gb`, each job that would not fit marked,
+and per training job the disk its checkpoints and final model take (ctxcomp.disk_plan), with totals. Jobs without
+GPUs (the tiny preset) are estimated for the CPU and compared with their `mem_mb`.
 
 Without --forceall only jobs that Snakemake would run are counted (outputs missing or out of date), so after a
 partial run the plan shows what is left. Resources set in a profile (--set-resources / --default-resources) are not
@@ -45,6 +51,14 @@ class PlannedJob:
     resources: dict | None = None  # every resource of the job, as the Slurm plugin sees it
 
     @property
+    def cell(self) -> tuple[str, str, int] | None:
+        """(decoder, compressor, ratio) of a per-cell job, else None."""
+        wc = self.wildcards
+        if {"decoder", "compressor", "ratio"} <= set(wc):
+            return wc["decoder"], wc["compressor"], int(wc["ratio"])
+        return None
+
+    @property
     def gpu_hours(self) -> float:
         return self.gpus * self.runtime_min / 60.0
 
@@ -68,6 +82,13 @@ def dag_jobs(targets: list[str] | None = None, configfiles: list[str | Path] | N
              config: dict | None = None, forceall: bool = False, workdir: str | Path | None = None,
              snakefile: str | Path | None = None) -> list[PlannedJob]:
     """The jobs of the DAG for `targets` (those that would run, or all with forceall), with their resources."""
+    return dag(targets, configfiles, config, forceall, workdir, snakefile)[0]
+
+
+def dag(targets: list[str] | None = None, configfiles: list[str | Path] | None = None,
+        config: dict | None = None, forceall: bool = False, workdir: str | Path | None = None,
+        snakefile: str | Path | None = None) -> tuple[list[PlannedJob], dict]:
+    """`dag_jobs` and the workflow's config (config files and overrides merged, schema defaults set)."""
     from snakemake.settings.enums import Quietness
     from snakemake.settings.types import ConfigSettings, OutputSettings
 
@@ -92,7 +113,7 @@ def dag_jobs(targets: list[str] | None = None, configfiles: list[str | Path] | N
         raise
 
 
-def _collect(targets, config_settings, output, forceall, workdir, snakefile) -> list[PlannedJob]:
+def _collect(targets, config_settings, output, forceall, workdir, snakefile) -> tuple[list[PlannedJob], dict]:
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import DAGSettings, ResourceSettings
 
@@ -115,7 +136,8 @@ def _collect(targets, config_settings, output, forceall, workdir, snakefile) -> 
                 runtime_min=float(res.get("runtime") or 0), cpus_per_task=int(res.get("cpus_per_task") or job.threads),
                 mem_mb=int(res.get("mem_mb") or 0), partition=res.get("slurm_partition"), threads=job.threads,
                 resources={k: v for k, v in res.items() if not k.startswith("_") and k != "tmpdir"}))
-    return planned
+        cfg = dict(workflow.config)
+    return planned, cfg
 
 
 def summarize(jobs: list[PlannedJob]) -> dict:
@@ -176,6 +198,111 @@ def _hours(minutes: float) -> str:
     return f"{minutes / 60:.0f} h" if minutes >= 120 else f"{minutes:.0f} min"
 
 
+# ------------------------------------------------------------------------------------------ memory and disk
+GPU_MEM_DEFAULT_GB = 80.0  # schema default of slurm.gpu_mem_gb, for configs that predate the key
+
+
+def _mem(n: float | None, unit: int) -> str:
+    return "-" if n is None else f"{n / unit:.1f}"
+
+
+def resource_plan(jobs: list[PlannedJob], cfg: dict, gpu_mem_gb: float | None = None) -> dict:
+    """Per training/evaluation job: memory estimate (per GPU, or per job on CPU) and fit; per training job: disk."""
+    from .config import Cell
+    from .disk_plan import disk_estimate
+    from .memory_plan import eval_estimate, train_estimate
+
+    cap = float(gpu_mem_gb or (cfg.get("slurm") or {}).get("gpu_mem_gb") or GPU_MEM_DEFAULT_GB)
+    rows, disk = [], []
+    for job in sorted((j for j in jobs if j.cell), key=lambda j: (j.rule, j.cell)):
+        cell = Cell(*job.cell)
+        device = "cuda" if job.gpus else "cpu"
+        training = job.rule.startswith("train_")
+        est = (train_estimate if training else eval_estimate)(cfg, cell, device)
+        capacity = cap if job.gpus else job.mem_mb / 1024
+        need = est.needed_gib() if job.gpus else est.peak_gib()
+        row = {"rule": job.rule, "cell": cell.path, "device": device, "gpus": job.gpus, "nodes": job.nodes,
+               "estimate": est.as_dict(), "needed_gib": need, "capacity_gib": capacity, "fits": need <= capacity,
+               "host_fits": not est.host_bytes or est.host_bytes <= job.mem_mb * 2**20}
+        if est.alt_peak_bytes is not None and job.gpus:
+            row["alt_fits"] = est.needed_gib(est.alt_peak_bytes) <= capacity
+        rows.append(row)
+        if training:
+            disk.append({"rule": job.rule, "cell": cell.path, **disk_estimate(cfg, cell, device).as_dict()})
+    return {"gpu_mem_gb": cap, "jobs": rows, "disk": disk,
+            "not_fitting": [f"{r['rule']} {r['cell']}" for r in rows if not (r["fits"] and r["host_fits"])],
+            "disk_total_after_bytes": sum(d["after_bytes"] for d in disk),
+            "disk_total_peak_bytes": sum(d["peak_bytes"] for d in disk)}
+
+
+def format_resources(res: dict) -> str:
+    cap = res["gpu_mem_gb"]
+    big = max((r["estimate"]["peak_bytes"] for r in res["jobs"]), default=0) >= 2**30
+    unit, uname = (2**30, "GiB") if big else (2**20, "MiB")
+    lines = ["", (f"Memory per GPU, estimated ({uname}; ctxcomp.memory_plan). GPU jobs must fit slurm.gpu_mem_gb = "
+                  f"{cap:g} GiB with {_reserve_note()}; CPU jobs (no GPU) are compared with their mem_mb.")]
+    head = ("rule", "cell", "GPUs", "engine", "weights", "grads", "optim", "activ", "logits", "trans", "peak",
+            "need", "of", "fit", "peak, ckpt toggled")
+    table = [head]
+    for r in res["jobs"]:
+        e, p = r["estimate"], r["estimate"]["parts"]
+        weights = sum(v for k, v in p.items() if k.startswith("weights") or k == "autocast_copies")
+        activ = sum(p.get(k, 0) for k in ("act_compressor", "act_head", "act_decoder"))
+        fit = ("ok" if r["fits"] else "NO") + ("" if r["host_fits"] else " (host RAM: NO)")
+        alt = ""
+        if e["alt_peak_bytes"] is not None:
+            alt = f"{_mem(e['alt_peak_bytes'], unit)} ({'ok' if r.get('alt_fits', True) else 'NO'})"
+        grads = p.get("grads")
+        cols = [weights, grads, p.get("optimizer"), activ if e["kind"] == "train" else None, p.get("act_logits"),
+                p.get("transient"), e["peak_bytes"], r["needed_gib"] * 2**30]
+        table.append((r["rule"], r["cell"], str(r["gpus"]) if r["gpus"] else "cpu", e["engine"],
+                      *(_mem(c, unit) for c in cols), f"{r['capacity_gib'] * 2**30 / unit:.0f}", fit, alt))
+    lines += _columns(table)
+    bad = res["not_fitting"]
+    lines.append(f"{len(bad)} of {len(res['jobs'])} jobs would not fit" + (": " + ", ".join(bad) if bad else "."))
+    notes = sorted({n for r in res["jobs"] for n in r["estimate"]["notes"]})
+    if notes:
+        lines.append("Notes: " + "; ".join(notes) + ".")
+    if res["disk"]:
+        du, dname = (1e9, "GB") if res["disk_total_peak_bytes"] >= 1e9 else (1e6, "MB")
+        lines += ["", (f"Disk per training job ({dname}, 1 {dname} = {du:.0e} bytes; ctxcomp.disk_plan): one "
+                       "resumable checkpoint, kept x (keep + 1 while a new one is written), final model (+ probe "
+                       "checkpoints).")]
+        table = [("rule", "cell", "checkpoint", "keep", "final", "probes", "peak", "after")]
+        for d in res["disk"]:
+            table.append((d["rule"], d["cell"], _gb(d["checkpoint_bytes"], du), str(d["keep"]),
+                          _gb(d["final_bytes"], du), _gb(d["probe_bytes"], du), _gb(d["peak_bytes"], du),
+                          _gb(d["after_bytes"], du)))
+        table.append(("total", "", "", "", "", "", _gb(res["disk_total_peak_bytes"], du),
+                      _gb(res["disk_total_after_bytes"], du)))
+        lines += _columns(table)
+        lines.append("peak: all checkpoints of a running job; total peak = every job at its peak at once (upper "
+                     "bound); after: what stays once the job is done (checkpoints dropped unless "
+                     "train.keep_final_checkpoints).")
+    return "\n".join(lines)
+
+
+def _reserve_note() -> str:
+    from .memory_plan import FRAGMENTATION, RESERVE_GIB
+
+    return f"need = peak x {1 + FRAGMENTATION:g} (allocator slack) + {RESERVE_GIB:g} GiB (CUDA context, NCCL)"
+
+
+def _gb(n: int, unit: float) -> str:
+    return f"{n / unit:,.1f}"
+
+
+def _columns(table: list[tuple]) -> list[str]:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    out = []
+    for i, row in enumerate(table):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
+        out.append("  ".join(cells).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ctxcomp.plan", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the workflow directory (default: the current one if it has a Snakefile, else this repository)")
     p.add_argument("--jobs", action="store_true", help="also list every GPU job")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--gpu-mem", type=float, default=None, metavar="GB",
+                   help="GPU memory to check against (default: slurm.gpu_mem_gb of the config)")
+    p.add_argument("--no-resources", action="store_true", help="skip the memory and disk estimates")
     args = p.parse_args(argv)
 
     overrides = {}
@@ -195,12 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         from snakemake.cli import parse_config
 
         overrides = parse_config(args.config)
-    jobs = dag_jobs(args.targets, args.configfile, overrides, forceall=args.forceall, workdir=args.directory)
+    jobs, cfg = dag(args.targets, args.configfile, overrides, forceall=args.forceall, workdir=args.directory)
     summary = summarize(jobs)
+    res = None if args.no_resources else resource_plan(jobs, cfg, args.gpu_mem)
     if args.json:
         out = dict(summary, targets=args.targets or ["all"], forceall=args.forceall)
         if args.jobs:
             out["jobs"] = [dict(asdict(j), gpu_hours=j.gpu_hours) for j in jobs]
+        if res is not None:
+            out["resources"] = res
         print(json.dumps(out, indent=2))
     else:
         what = " ".join(args.targets) or "all"
@@ -208,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         conf = " ".join(args.configfile) if args.configfile else "config.yaml"
         print(format_summary(summary, jobs if args.jobs else None,
                              title=f"Plan for `{what}` with {conf} ({scope}):"))
+        if res is not None:
+            print(format_resources(res))
     return 0
 
 

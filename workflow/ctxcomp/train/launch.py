@@ -3,7 +3,7 @@
 - 1 process (CPU, or one GPU with the torch engine): train in this process.
 - 1 node, several GPUs: `deepspeed --num_gpus G worker.py ...` (the DeepSpeed launcher sets ranks).
 - several nodes: `srun --nodes N --ntasks-per-node 1 torchrun --nnodes N --nproc-per-node G ...` inside the Slurm
-  allocation, rendezvous on the first node of $SLURM_JOB_NODELIST.
+  allocation, rendezvous on the first node of $SLURM_JOB_NODELIST (at its NodeAddr).
 Inside a launcher (WORLD_SIZE already set) every rank calls `train_cell` directly.
 
 On a machine without CUDA, `gpus: N` (N > 1) starts N CPU ranks (DS_ACCELERATOR=cpu, gloo), each with its share of
@@ -48,8 +48,9 @@ def launch_command(settings: dict, args_file: str, env: dict | None = None) -> l
     # runs such a job's Snakemake in the batch step (resources `mpi`/`tasks`, see common.smk) with every SLURM_*
     # variable but SLURM_JOB_ID removed, so the node list and CPUs per task are asked from Slurm when missing.
     job = slurm_job_info(env)
-    master = subprocess.run(["scontrol", "show", "hostnames", job["nodelist"]], capture_output=True, text=True,
-                            check=True).stdout.split()[0]
+    first = subprocess.run(["scontrol", "show", "hostnames", job["nodelist"]], capture_output=True, text=True,
+                           check=True).stdout.split()[0]
+    master = node_address(first)
     srun = ["srun", "--nodes", str(nodes), "--ntasks", str(nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
     if job.get("cpus_per_task"):  # srun does not inherit sbatch's --cpus-per-task (Slurm >= 22.05)
         srun += ["--cpus-per-task", str(job["cpus_per_task"])]
@@ -76,6 +77,15 @@ def slurm_job_info(env: dict) -> dict:
     cpus = str(info["cpus_per_task"] or "")
     info["cpus_per_task"] = int(cpus) if cpus.isdigit() and int(cpus) > 0 else None
     return info
+
+
+def node_address(node: str) -> str:
+    """The address Slurm reaches `node` at (its NodeAddr), which other nodes can connect to even where the node
+    name is not a resolvable host name; the name itself when Slurm does not say."""
+    proc = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True, check=False)
+    fields = dict(f.split("=", 1) for f in proc.stdout.split() if "=" in f) if proc.returncode == 0 else {}
+    addr = fields.get("NodeAddr", "")
+    return addr if addr and addr != "(null)" else node
 
 
 def launch_env(settings: dict, env: dict | None = None, cuda: bool | None = None) -> dict[str, str]:

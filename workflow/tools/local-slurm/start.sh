@@ -16,14 +16,18 @@
 #   LOCAL_SLURM_ACCOUNTING=0   skip MariaDB/slurmdbd (then sacct fails: use `slurm-status-command: squeue`)
 #   LOCAL_SLURM_GPUS=N         number of fake GPUs (default 2)
 #   LOCAL_SLURM_NO_INSTALL=1   never call apt-get (fail if a package is missing)
-# Logs: /var/log/slurm/{slurmctld,slurmd,slurmdbd,launch}.log
+#   LOCAL_SLURM_NODES=N        N > 1: nodes n1..nN, one slurmd each on 127.0.0.1 (port 17000 + i), for multi-node
+#                              jobs (`srun` over nodes, torchrun rendezvous); default 1: the node `localhost`
+# Logs: /var/log/slurm/{slurmctld,slurmd,slurmdbd,launch}.log (slurmd-n<i>.log with several nodes)
 set -euo pipefail
 ACCT=${LOCAL_SLURM_ACCOUNTING:-1}
 NGPU=${LOCAL_SLURM_GPUS:-2}
+NODES=${LOCAL_SLURM_NODES:-1}
 R=/run/slurm L=/var/log/slurm G=/var/lib/slurm-local
 log() { echo "[local-slurm] $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "must run as root (it installs packages and writes /etc/slurm)"; exit 2; }
 case $NGPU in ''|*[!0-9]*) log "LOCAL_SLURM_GPUS must be a number"; exit 2 ;; esac
+case $NODES in ''|*[!0-9]*|0) log "LOCAL_SLURM_NODES must be a positive number"; exit 2 ;; esac
 
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 stop() {  # stop the daemon of a PID file, wait for it to go
@@ -81,6 +85,18 @@ JobAcctGatherType=jobacct_gather/linux"
 else A="AccountingStorageType=accounting_storage/none"; fi
 GRES_NODE=""; [ "$NGPU" -gt 0 ] && GRES_NODE="Gres=gpu:$NGPU"
 MEM=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 3 / 4 ))
+# One node `localhost`, or nodes n1..nN: several slurmd on this host, told apart by name (-N) and port; each sees
+# the whole machine (same CPUs, memory and fake GPUs), which is enough to place and start multi-node job steps.
+if [ "$NODES" = 1 ]; then
+  NODE_NAMES=localhost
+  NODE_LINES="NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$MEM $GRES_NODE State=UNKNOWN"
+  PART_NODES=localhost SPOOL=/var/spool/slurmd PIDS=$R/slurmd.pid SLOG=$L/slurmd.log
+else
+  NODE_NAMES=$(seq -f 'n%g' 1 "$NODES" | tr '\n' ' ')
+  NODE_LINES=$(for i in $(seq 1 "$NODES"); do echo "NodeName=n$i NodeHostname=localhost NodeAddr=127.0.0.1 \
+Port=$((17000 + i)) CPUs=$(nproc) RealMemory=$MEM $GRES_NODE State=UNKNOWN"; done)
+  PART_NODES="n[1-$NODES]" SPOOL=/var/spool/slurmd/%n PIDS=$R/slurmd-%n.pid SLOG=$L/slurmd-%n.log
+fi
 CHANGED=0
 # DefMemPerCPU: without it a job with no --mem takes the whole node and jobs run one at a time.
 # MinJobAge=300: finished jobs stay visible to squeue for 5 min (the plugin's squeue status mode needs that).
@@ -95,11 +111,11 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
 ReturnToService=2
 SlurmctldPidFile=$R/slurmctld.pid
-SlurmdPidFile=$R/slurmd.pid
+SlurmdPidFile=$PIDS
 StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
+SlurmdSpoolDir=$SPOOL
 SlurmctldLogFile=$L/slurmctld.log
-SlurmdLogFile=$L/slurmd.log
+SlurmdLogFile=$SLOG
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500
@@ -107,11 +123,11 @@ MinJobAge=300
 KillWait=30
 GresTypes=gpu
 $A
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$MEM $GRES_NODE State=UNKNOWN
-PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
+$NODE_LINES
+PartitionName=cpu Nodes=$PART_NODES Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$PART_NODES MaxTime=INFINITE State=UP
 CONF
-{ echo "AutoDetect=off"; [ "$NGPU" -gt 0 ] && echo "NodeName=localhost Name=gpu File=$G/gpu[0-$((NGPU - 1))]"; } |
+{ echo "AutoDetect=off"; [ "$NGPU" -gt 0 ] && echo "NodeName=$PART_NODES Name=gpu File=$G/gpu[0-$((NGPU - 1))]"; } |
   put /etc/slurm/gres.conf 644 && CHANGED=1 || true
 
 # ------------------------------------------------------------------------------------------------------ daemons
@@ -139,15 +155,22 @@ if [ "$ACCT" = 1 ]; then
   fi
 fi
 
-if [ "$CHANGED" = 1 ]; then stop $R/slurmd.pid; stop $R/slurmctld.pid; fi
+pidfile() { [ "$1" = localhost ] && echo $R/slurmd.pid || echo "$R/slurmd-$1.pid"; }
+if [ "$CHANGED" = 1 ]; then  # every slurmd of any earlier shape, then the controller
+  for p in $R/slurmd.pid $R/slurmd-*.pid; do [ -e "$p" ] && stop "$p"; done; stop $R/slurmctld.pid
+fi
 alive $R/slurmctld.pid || { log "starting slurmctld"; launch /usr/sbin/slurmctld; }
 waitfor 30 scontrol ping || { log "slurmctld does not answer"; tail -n 20 $L/launch.log $L/slurmctld.log; exit 1; }
-alive $R/slurmd.pid || { log "starting slurmd"; launch /usr/sbin/slurmd -N localhost; }
-for _ in $(seq 120); do
-  case $(sinfo -h -n localhost -o %T 2>/dev/null) in
-    idle | mixed | allocated) sinfo; exit 0 ;;
-    *drain* | down*) scontrol update NodeName=localhost State=RESUME 2>/dev/null || true ;;
-  esac
-  sleep .5
+for n in $NODE_NAMES; do
+  [ "$n" = localhost ] || install -d "/var/spool/slurmd/$n"
+  alive "$(pidfile "$n")" || { log "starting slurmd $n"; launch /usr/sbin/slurmd -N "$n"; }
 done
-log "node not ready after 60 s"; sinfo -R || true; tail -n 20 $L/launch.log $L/slurmd.log; exit 1
+ready() { for n in $NODE_NAMES; do
+    case $(sinfo -h -n "$n" -o %T 2>/dev/null) in
+      idle | mixed | allocated) ;;
+      *drain* | down*) scontrol update NodeName="$n" State=RESUME 2>/dev/null || true; return 1 ;;
+      *) return 1 ;;
+    esac
+  done; }
+for _ in $(seq 120); do ready && { sinfo; exit 0; }; sleep .5; done
+log "nodes not ready after 60 s"; sinfo -R || true; tail -n 20 $L/launch.log $L/slurmd*.log; exit 1

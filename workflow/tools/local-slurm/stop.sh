@@ -14,6 +14,7 @@ stop_pidfile() {
   kill -9 "$pid" 2>/dev/null; rm -f "$1"
 }
 stop_pidfile /run/slurm/slurmd.pid slurmd
+for p in /run/slurm/slurmd-*.pid; do [ -e "$p" ] && stop_pidfile "$p" "slurmd $(basename "$p" .pid | cut -d- -f2)"; done
 stop_pidfile /run/slurm/slurmctld.pid slurmctld
 stop_pidfile /run/slurm/slurmdbd.pid slurmdbd
 stop_pidfile /run/mysqld/mysqld.pid mariadbd

@@ -1,0 +1,492 @@
+"""Acceptance run for the first GPU node: a paper-shaped cell trains, evaluates, and fits where the plan says.
+
+    python -m ctxcomp.bench.acceptance                     # on one GPU node, no downloads, a few minutes
+    python -m ctxcomp.bench.acceptance --out DIR           # + DIR/RESULTS-acceptance-gpu.{md,json}
+    python -m ctxcomp.bench.acceptance --cpu               # the same code at tiny shapes on CPU (the test suite)
+
+GPU mode: a Qwen3-0.6B-shaped compressor and a Llama-3-8B-shaped frozen decoder with random weights at the real
+vocabularies, bf16, at config.yaml's L, continuation, micro-batch, gradient checkpointing and evaluation settings
+(ratio 16). Training runs through the torch engine (fp32 master weights, bf16 autocast) and DeepSpeed ZeRO-2 (one
+rank), each with SDPA and, when installed, FlashAttention-2: `--steps` optimizer steps of two micro-batches each
+(gradient accumulation, as in every real run), cycling over four collated batches of C4 text so the loss can fall.
+Then one batch of every evaluation task (reconstruction, knowledge overwriting, semantic drift, rank truncation,
+probes) through ctxcomp.evaluate.
+
+Reported per configuration: step time, tokens/s, MFU (model FLOPs counted by FlopCounterMode without
+recomputation, over the best bf16 matmul rate measured in this run), peak memory (torch.cuda.max_memory_allocated)
+next to ctxcomp.memory_plan's estimate for the same shapes, saved-for-backward bytes of one micro-batch
+(saved_tensors_hooks) next to the estimate, and the loss per step. Exit status 1 when a loss is NaN/inf, a peak is
+off by more than memory_plan.PEAK_MARGIN, or saved activations by more than memory_plan.ACTIVATION_MARGIN.
+
+CPU mode exercises every step at tiny shapes in fp32 (DeepSpeed on gloo); there is no allocator peak on CPU, so
+the weights, gradient and optimizer bytes are counted from the tensors instead. FlashAttention-2 is GPU only.
+Models come from `build_pair` (transformers configs with the real dims): the one place to swap in other builders.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .train_bench import C4, LLAMA3_8B, QWEN3_0_6B, count_flops, machine_info, matmul_peak
+
+ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+CPU_RESULTS = HERE / "RESULTS-acceptance-cpu.md"
+TOKENIZER_VOCAB = 4096   # BPE trained on the C4 sample; the models keep their real vocabularies
+POOL = 4                 # distinct micro-batches cycled over the steps
+ACCUM = 2                # micro-batches per optimizer step
+RATIO = 16
+
+TINY_COMP = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, tie_word_embeddings=True)
+TINY_DEC = dict(vocab_size=4096, hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    comp: dict
+    dec: dict
+    segment: int
+    continuation: int
+    micro_batch: int
+    checkpointing: bool
+    evaluate: dict
+    max_segments: int
+
+
+def paper_shapes(cfg: dict) -> Shapes:
+    seg, tr = cfg["segment"], cfg["train"]
+    return Shapes(QWEN3_0_6B, LLAMA3_8B, seg["segment_tokens"], seg["continuation_tokens"], tr["micro_batch_size"],
+                  bool(tr.get("gradient_checkpointing")), dict(cfg["evaluate"]), int(seg.get("max_segments", 4)))
+
+
+def cpu_shapes(cfg: dict) -> Shapes:
+    ev = {**cfg["evaluate"], "batch_size": 4, "recon_max_new_tokens": 12, "answer_max_new_tokens": 6,
+          "entropy_vocab_chunk": 1024}
+    return Shapes(TINY_COMP, TINY_DEC, 32, 16, 2, True, ev, 2)
+
+
+# ------------------------------------------------------------------------------------------------ building
+def build_pair(shapes: Shapes, device: torch.device, comp_dtype: torch.dtype, dec_dtype: torch.dtype, attn: str):
+    """Random-weight compressor (Qwen3) and decoder (Llama) of the given dims, created on `device`."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+
+    with device:
+        comp = AutoModelForCausalLM.from_config(Qwen3Config(**shapes.comp), attn_implementation=attn, dtype=comp_dtype)
+        dec = AutoModelForCausalLM.from_config(LlamaConfig(**shapes.dec), attn_implementation=attn, dtype=dec_dtype)
+    return comp, dec
+
+
+def tokenizers(texts: list[str]):
+    from ..tiny.tokenizer import build_tokenizer
+
+    return build_tokenizer(texts, TOKENIZER_VOCAB, "qwen3"), build_tokenizer(texts, TOKENIZER_VOCAB, "llama")
+
+
+def c4_texts(n: int) -> list[str]:
+    out = []
+    with open(C4, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(json.loads(line)["text"])
+            if len(out) >= n:
+                break
+    return out
+
+
+def records(texts: list[str], n: int, chars: int = 6000) -> list[dict]:
+    """Chunk records cut from the running C4 text, long enough for a full segment and continuation."""
+    stream = " ".join(texts)
+    step = 2 * chars
+    return [{"id": f"c4-{i}", "text": stream[i * step: i * step + chars],
+             "continuation": stream[i * step + chars: (i + 1) * step]} for i in range(n)]
+
+
+def cell_model(shapes: Shapes, device: torch.device, engine: str, attn: str, comp_tok, dec_tok):
+    from ..model.compressor import ContextCompressor
+
+    cuda = device.type == "cuda"
+    # as ctxcomp.model.load.build_for_training: trainable fp32 (DeepSpeed casts to bf16), frozen decoder bf16
+    comp, dec = build_pair(shapes, device, torch.float32, torch.bfloat16 if cuda else torch.float32, attn)
+    if shapes.checkpointing:
+        for m in (comp, dec):
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = ContextCompressor(comp, dec, shapes.segment // RATIO, decoder_bos_id=dec_tok.bos_token_id,
+                              compressor_bos_id=comp_tok.bos_token_id)
+    return model.to(device)
+
+
+def train_settings(cfg: dict, shapes: Shapes, engine: str) -> dict:
+    tr = {**cfg["train"], "micro_batch_size": shapes.micro_batch, "global_batch_size": shapes.micro_batch * ACCUM,
+          "gradient_checkpointing": shapes.checkpointing, "engine": engine}
+    return {"train": tr, "segment": {"segment_tokens": shapes.segment, "continuation_tokens": shapes.continuation},
+            "cell": {"decoder": "llama3-8b-shaped", "compressor": "qwen3-0.6b-shaped", "ratio": RATIO},
+            "compressor": {"name": "qwen3-0.6b-shaped", "finetune": "full", "gpus": 1, "nodes": 1,
+                           "deepspeed": {"zero_stage": 2, "offload_optimizer": False, "offload_param": False}},
+            "decoder": {"name": "llama3-8b-shaped"}, "seed": cfg["seed"]}
+
+
+# ------------------------------------------------------------------------------------------------- meters
+def saved_bytes(fn, params) -> int:
+    """Bytes of distinct storages autograd keeps for backward while fn() runs, parameters excluded."""
+    pids = {p.untyped_storage().data_ptr() for p in params}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in pids:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _dims(kw: dict, model_type: str):
+    from ..model_dims import dims_from_config
+
+    return dims_from_config({**kw, "model_type": model_type, "bos_token_id": 1 if model_type == "llama" else None})
+
+
+def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.device, batch: dict, attn: str):
+    from .. import memory_plan as mp
+    from ..train.deepspeed_config import ds_config
+
+    shape = mp.TrainShape(
+        comp=_dims(shapes.comp, "qwen3"), dec=_dims(shapes.dec, "llama"), finetune="full", lora=None,
+        micro_batch=shapes.micro_batch, segment=shapes.segment, continuation=shapes.continuation, ratio=RATIO,
+        checkpointing=shapes.checkpointing, attn=attn, engine=engine, world=1, gpus_per_node=1,
+        device=device.type, zero_stage=2 if engine == "deepspeed" else 0,
+        ds_config=ds_config(settings, 1, device.type) if engine == "deepspeed" else None,
+        loss_chunk=mp.loss_chunk_of(settings["train"]), masked=bool((batch["comp_mask"] == 0).any()),
+        comp_tokens=int(batch["comp_ids"].shape[1]),
+        target_tokens=int(max(batch["re_ids"].shape[1], batch["nt_ids"].shape[1])))
+    return shape, mp.estimate_training(shape)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: str, attn: str, steps: int,
+                 toks, recs: list[dict]) -> dict[str, Any]:
+    from .. import memory_plan as mp
+    from ..model.collate import Collator, to_device
+    from ..train.engine import make_engine
+
+    comp_tok, dec_tok = toks
+    _free(device)
+    # whatever an earlier configuration left allocated (DeepSpeed keeps some state per process) is not this one's
+    baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    torch.manual_seed(0)
+    settings = train_settings(cfg, shapes, engine_name)
+    model = cell_model(shapes, device, engine_name, attn, comp_tok, dec_tok)
+    engine = make_engine(model, settings, engine_name)
+    model = engine.module
+    collate = Collator(comp_tok, dec_tok, shapes.segment, shapes.continuation)
+    pool = [to_device({k: v for k, v in collate(recs[i * shapes.micro_batch:(i + 1) * shapes.micro_batch]).items()
+                       if isinstance(v, torch.Tensor)}, engine.device if hasattr(engine, "device") else device)
+            for i in range(POOL)]
+    weights = settings["train"]["loss_weights"]
+    tr = settings["train"]
+    widest = max(pool, key=lambda b: b["comp_ids"].shape[1] * 10**6 + max(b["re_ids"].shape[1], b["nt_ids"].shape[1]))
+    shape, est = estimate_for(shapes, settings, engine_name, device, widest, attn)
+    model.train()
+
+    def micro(mb: dict) -> torch.Tensor:
+        with engine.autocast():
+            out = engine.forward(mb, weights)
+        engine.backward(out["loss"])
+        return out["loss"].detach()
+
+    def step(i: int) -> float:
+        losses = [micro(pool[(ACCUM * i + k) % POOL]) for k in range(ACCUM)]
+        engine.step(tr["lr"], tr["grad_clip"])
+        return float(sum(float(x) for x in losses) / len(losses))
+
+    # saved-for-backward bytes of the widest micro-batch (the first micro-batch of a warm-up step)
+    saved = {}
+
+    def fwd():
+        with engine.autocast():
+            saved["out"] = engine.forward(widest, weights)
+
+    act_measured = saved_bytes(fwd, list(model.parameters()))
+    engine.backward(saved.pop("out")["loss"])
+    micro(pool[0])
+    engine.step(tr["lr"], tr["grad_clip"])
+    # model FLOPs of a step: counted without activation recomputation (the recomputed forward is not model work)
+    if shapes.checkpointing:
+        model.compressor.gradient_checkpointing_disable()
+    flops = count_flops(lambda: micro(pool[0])) * ACCUM
+    if shapes.checkpointing:
+        model.compressor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    micro(pool[1])
+    engine.step(tr["lr"], tr["grad_clip"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    losses, times = [], []
+    for i in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        losses.append(step(i))
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    tokens = ACCUM * sum(int(b["comp_mask"].sum() + b["re_mask"].sum() + b["nt_mask"].sum()) for b in pool) / POOL
+    act_est = sum(est.parts[k] for k in ("act_compressor", "act_head", "act_decoder", "act_logits"))
+    if est.parts.get("autocast_copies"):  # autocast's bf16 weight copies are saved for backward (outside
+        # checkpointed layers: only the adapter's)
+        d_c, d_d = shape.comp.hidden, shape.dec.hidden
+        act_est += 2 * (d_c * d_d + d_d * d_d) if shapes.checkpointing else est.parts["autocast_copies"]
+    row: dict[str, Any] = {
+        "engine": engine.name if engine_name == "torch" else f"deepspeed-zero{shape.zero_stage}", "attn": attn,
+        "steps": steps, "accum": ACCUM, "micro_batch": shapes.micro_batch, "tokens_per_step": tokens,
+        "comp_len": int(widest["comp_ids"].shape[1]), "target_len": shape.dec_target,
+        "step_s": statistics.median(times), "step_s_min": min(times), "tokens_per_s": tokens / statistics.median(times),
+        "flops_per_step": flops, "losses": losses,
+        "saved_measured": act_measured, "saved_estimate": act_est,
+        "peak_estimate": est.peak_bytes, "estimate_parts": est.parts,
+    }
+    if device.type == "cuda":
+        row["peak_measured"] = torch.cuda.max_memory_allocated(device) - baseline
+        row["allocated_before"] = baseline
+    else:  # no allocator peak on CPU: count the tensors the engine holds
+        row["static_measured"] = _static_bytes(engine, model)
+        row["static_estimate"] = sum(v for k, v in est.parts.items() if k.startswith("weights") or k == "optimizer")
+    return row
+
+
+def _static_bytes(engine, model) -> int:
+    """Parameters + optimizer states between steps (gradients are freed by then): torch AdamW's moments and step
+    counters, or DeepSpeed's fp32 master partition and its optimizer's moments."""
+    def nbytes(ts):
+        return sum(t.numel() * t.element_size() for t in ts if torch.is_tensor(t))
+
+    params = nbytes(model.parameters())
+    opt = getattr(engine, "optimizer", None)
+    inner = getattr(opt, "optimizer", opt)
+    state = nbytes(t for st in inner.state.values() for t in st.values())
+    if engine.name == "torch":
+        return params + state
+    master = nbytes(getattr(opt, "single_partition_of_fp32_groups", []))
+    return params + state + master
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def run_evaluation(shapes: Shapes, device: torch.device, toks, recs: list[dict]) -> dict[str, Any]:
+    from .. import memory_plan as mp
+    from ..evaluate import tasks
+    from ..evaluate.probes import probe_batch
+    from ..model.collate import Collator, to_device
+    from ..model.compressor import ContextCompressor
+
+    comp_tok, dec_tok = toks
+    _free(device)
+    baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    comp, dec = build_pair(shapes, device, dtype, dtype, "sdpa")
+    model = ContextCompressor(comp, dec, shapes.segment // RATIO, decoder_bos_id=dec_tok.bos_token_id,
+                              compressor_bos_id=comp_tok.bos_token_id).to(device=device, dtype=dtype).eval()
+    model.requires_grad_(False)
+    collate = Collator(comp_tok, dec_tok, shapes.segment, shapes.continuation)
+    ev, bs = shapes.evaluate, int(shapes.evaluate["batch_size"])
+    words = recs[0]["text"].split()
+    n_ko = max(1, bs // 4)
+    ko = [{"id": f"ko-{i}", "context": recs[i]["text"] + " " + recs[i]["continuation"], "question": "Who is it?",
+           "candidates": words[4 * i: 4 * i + 4], "correct_index": 0} for i in range(n_ko)]
+    sd = [{"status": "ok", "context_id": "sd-0", "context": recs[0]["text"] + " " + recs[0]["continuation"],
+           "questions": [{"qid": f"q{j}", "dimension": "entity", "answerable": j % 4 != 0,
+                          "question": f"What is item {j}?", "answer": words[j]} for j in range(bs)]}]
+    est = mp.estimate_eval(_dims(shapes.comp, "qwen3"), _dims(shapes.dec, "llama"), shapes.segment // RATIO, ev,
+                           shapes.segment, shapes.max_segments, 1, device.type)
+    jobs = {
+        "recon_fineweb": lambda: tasks.reconstruction(model, collate, recs[:bs], bs, int(ev["recon_max_new_tokens"])),
+        "ko_faitheval": lambda: tasks.knowledge_overwriting(model, collate, ko, bs, shapes.max_segments),
+        "sd_fineweb": lambda: tasks.semantic_drift(model, collate, sd, bs, shapes.max_segments,
+                                                   int(ev["answer_max_new_tokens"])),
+        "rank_truncation": lambda: tasks.rank_truncation(model, collate, {"faitheval": ko}, [0.9], bs,
+                                                         shapes.max_segments),
+        "probes": lambda: probe_batch(model, to_device(collate(recs[:bs]), device),
+                                      int(ev.get("entropy_vocab_chunk", 16384))),
+    }
+    out: dict[str, Any] = {"estimate_parts": est.parts, "peak_estimate": est.peak_bytes, "tasks": {}}
+    for name, fn in jobs.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        res = fn()
+        _sync(device)
+        row = {"s": time.perf_counter() - t0}
+        if isinstance(res, tuple) and isinstance(res[0], dict):
+            row["n"] = res[0].get("n")
+        if device.type == "cuda":
+            row["peak_measured"] = torch.cuda.max_memory_allocated(device) - baseline
+        out["tasks"][name] = row
+    out["weights_measured"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def checks(res: dict[str, Any]) -> list[str]:
+    from .. import memory_plan as mp
+
+    bad = []
+    for r in res["training"]:
+        name = f"{r['engine']}/{r['attn']}"
+        if not all(math.isfinite(x) for x in r["losses"]):
+            bad.append(f"{name}: loss not finite ({r['losses']})")
+        if abs(r["saved_estimate"] / r["saved_measured"] - 1) > mp.ACTIVATION_MARGIN:
+            bad.append(f"{name}: saved activations {r['saved_measured']:,} B, estimate {r['saved_estimate']:,} B "
+                       f"(margin {mp.ACTIVATION_MARGIN:.0%})")
+        if "peak_measured" in r and abs(r["peak_estimate"] / r["peak_measured"] - 1) > mp.PEAK_MARGIN:
+            bad.append(f"{name}: peak {r['peak_measured'] / 2**30:.2f} GiB, estimate "
+                       f"{r['peak_estimate'] / 2**30:.2f} GiB (margin {mp.PEAK_MARGIN:.0%})")
+        exact = r["engine"] == "torch"  # DeepSpeed pads its flat partitions for alignment
+        if "static_measured" in r and abs(r["static_measured"] - r["static_estimate"]) > (
+                0 if exact else 0.01 * r["static_estimate"]):
+            bad.append(f"{name}: weights+grads+optimizer {r['static_measured']:,} B, estimate "
+                       f"{r['static_estimate']:,} B")
+    ev = res.get("evaluation")
+    if ev and "peak_measured" in next(iter(ev["tasks"].values())):
+        peak = max(t["peak_measured"] for t in ev["tasks"].values())
+        if abs(ev["peak_estimate"] / peak - 1) > mp.PEAK_MARGIN:
+            bad.append(f"evaluation: peak {peak / 2**30:.2f} GiB, estimate {ev['peak_estimate'] / 2**30:.2f} GiB")
+    return bad
+
+
+def run(cfg: dict, cpu: bool, steps: int, attns: tuple[str, ...] | None = None) -> dict[str, Any]:
+    device = torch.device("cpu" if cpu else "cuda")
+    shapes = cpu_shapes(cfg) if cpu else paper_shapes(cfg)
+    t_start = time.perf_counter()
+    texts = c4_texts(400)
+    toks = tokenizers(texts[:300])
+    need = max(POOL * shapes.micro_batch, int(shapes.evaluate["batch_size"]))
+    recs = records(texts, need)
+    dtype = torch.float32 if cpu else torch.bfloat16
+    peak = matmul_peak(device, dtype, (1024, 2048) if cpu else (4096, 8192), repeats=5 if cpu else 10)
+    res: dict[str, Any] = {"machine": machine_info(), "mode": "cpu" if cpu else "gpu", "matmul_peak": peak,
+                           "shapes": {"compressor": shapes.comp, "decoder": shapes.dec, "L": shapes.segment,
+                                      "continuation": shapes.continuation, "micro_batch": shapes.micro_batch,
+                                      "ratio": RATIO, "gradient_checkpointing": shapes.checkpointing},
+                           "training": [], "skipped": []}
+    attns = attns or (("sdpa",) if cpu else ("sdpa", "flash_attention_2"))
+    for attn in attns:
+        if attn == "flash_attention_2" and not _flash_available():
+            res["skipped"].append("flash_attention_2: the flash_attn package is not installed")
+            continue
+        for engine in ("torch", "deepspeed"):
+            row = run_training(cfg, shapes, device, engine, attn, steps, toks, recs)
+            row["mfu"] = row["flops_per_step"] / row["step_s"] / peak["flops_per_s"]
+            res["training"].append(row)
+    res["evaluation"] = run_evaluation(shapes, device, toks, recs)
+    _free(device)
+    res["wall_s"] = time.perf_counter() - t_start
+    res["failed"] = checks(res)
+    return res
+
+
+def _flash_available() -> bool:
+    try:
+        from transformers.utils import is_flash_attn_2_available
+
+        return bool(is_flash_attn_2_available())
+    except ImportError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def report(res: dict[str, Any]) -> str:
+    m, pk = res["machine"], res["matmul_peak"]
+    gpu = res["mode"] == "gpu"
+    sh = res["shapes"]
+    unit, uname = (2**30, "GiB") if gpu else (2**20, "MiB")
+    command = "python -m ctxcomp.bench.acceptance" + ("" if gpu else " --cpu")
+    where = f"{m.get('gpu') or m['cpu']}" + (f" (CUDA {m.get('cuda')})" if gpu else "")
+    comp, dec = sh["compressor"], sh["decoder"]
+    models = (f"- compressor {comp['hidden_size']}d x {comp['num_hidden_layers']} layers, vocab {comp['vocab_size']:,}; "
+              f"decoder {dec['hidden_size']}d x {dec['num_hidden_layers']} layers, vocab {dec['vocab_size']:,} "
+              f"(frozen); random weights; L = {sh['L']}, continuation {sh['continuation']}, ratio {sh['ratio']}, "
+              f"micro-batch {sh['micro_batch']} x {ACCUM} per step, gradient checkpointing "
+              f"{sh['gradient_checkpointing']}")
+    header = (f"| engine | attention | step | tokens/s | MFU | peak ({uname}) measured / estimate | saved for "
+              f"backward ({uname}) measured / estimate | loss first → last |")
+    lines = [f"# Acceptance run ({res['mode'].upper()})", "",
+             f"Produced by `{command}` (do not edit by hand; rerun to refresh).", "",
+             f"- date: {m['date']}; {where}; torch {m['torch']}; {m['nproc']} CPUs", models,
+             f"- {pk['dtype']} matmul peak measured in this run: {pk['flops_per_s'] / 1e12:.2f} TFLOP/s (n={pk['n']})",
+             f"- wall time {res['wall_s']:.0f} s", "", header, "|---|---|---|---|---|---|---|---|"]
+    for r in res["training"]:
+        if "peak_measured" in r:
+            peak = f"{r['peak_measured'] / unit:.2f} / {r['peak_estimate'] / unit:.2f}"
+        else:
+            diff = r["static_measured"] - r["static_estimate"]
+            counted = "exact" if diff == 0 else f"{diff:+,} B"  # DeepSpeed: alignment and step counters
+            peak = f"– / {r['peak_estimate'] / unit:.2f} (weights + optimizer, counted vs estimate: {counted})"
+        lines.append(f"| {r['engine']} | {r['attn']} | {r['step_s'] * 1e3:.0f} ms | {r['tokens_per_s']:,.0f} "
+                     f"| {r['mfu'] * 100:.1f} % | {peak} | {r['saved_measured'] / unit:.2f} / "
+                     f"{r['saved_estimate'] / unit:.2f} | {r['losses'][0]:.3f} → {r['losses'][-1]:.3f} |")
+    ev = res["evaluation"]
+    lines += ["", (f"Evaluation, one batch each (estimate of the job's peak: {ev['peak_estimate'] / unit:.2f} "
+                   f"{uname}; weights {ev['weights_measured'] / unit:.2f} {uname}):"), "",
+              "| task | time | peak measured |", "|---|---|---|"]
+    for name, t in ev["tasks"].items():
+        pm = f"{t['peak_measured'] / unit:.2f} {uname}" if "peak_measured" in t else "–"
+        lines.append(f"| {name} | {t['s']:.2f} s | {pm} |")
+    lines += [""] + [f"- skipped: {s}" for s in res["skipped"]]
+    verdict = "PASS" if not res["failed"] else "FAIL\n" + "\n".join(f"- {f}" for f in res["failed"])
+    lines += ["", f"Result: {verdict}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..config import load_config
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", action="store_true", help="tiny shapes on CPU (what the test suite runs)")
+    ap.add_argument("--steps", type=int, default=20, help="optimizer steps per configuration (default 20)")
+    ap.add_argument("--configfile", nargs="+", default=[str(ROOT / "config.yaml")],
+                    help="config files: L, continuation, micro-batch and evaluation settings come from here")
+    ap.add_argument("--out", default=None, help="directory for RESULTS-acceptance-<mode>.{md,json} "
+                                                "(CPU default: next to this module)")
+    ns = ap.parse_args(argv)
+    if not ns.cpu and not torch.cuda.is_available():
+        print("ctxcomp.bench.acceptance needs a CUDA GPU (torch.cuda.is_available() is False); --cpu runs the same "
+              "steps at tiny shapes.", file=sys.stderr)
+        return 2
+    cfg = load_config(*ns.configfile)
+    res = run(cfg, ns.cpu, ns.steps)
+    text = report(res)
+    print(text)
+    out = Path(ns.out) if ns.out else (HERE if ns.cpu else None)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = out / f"RESULTS-acceptance-{res['mode']}"
+        stem.with_suffix(".md").write_text(text)
+        stem.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return 1 if res["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
