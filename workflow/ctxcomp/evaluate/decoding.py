@@ -106,8 +106,8 @@ def greedy_generate(model: ContextCompressor, zs: Sequence[torch.Tensor], prompt
 
 
 # ------------------------------------------------------------------------------------ shared prefixes (KV cache)
-# A question's candidates share [Z; question], and a context's ~20 drift questions share its memory prefix: both
-# run that prefix once and continue every row from a copy of its key/value cache.
+# A question's candidates share [Z; question], and a context's ~20 drift questions share its memory prefix and the
+# answer instruction: both run that prefix once and continue every row from a copy of its key/value cache.
 def _cache_rows(cache, rows: torch.Tensor):
     """A cache holding batch rows `rows` of `cache`, which stays unchanged (selection replaces tensors, so a
     shallow copy of the container and of each layer is enough)."""
@@ -185,15 +185,27 @@ def _greedy_from(dec, cache, logits: torch.Tensor, mask: torch.Tensor, last_pos:
     return tokens
 
 
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common token prefix of `seqs`, at most min length - 1 (each row keeps a last token)."""
+    n = min(len(x) for x in seqs) - 1
+    first = seqs[0]
+    for k in range(max(n, 0)):
+        if any(x[k] != first[k] for x in seqs[1:]):
+            return k
+    return max(n, 0)
+
+
 @torch.no_grad()
 def generate_shared(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
                     owner: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int], task: str,
                     batch_size: int) -> list[list[int]]:
     """Greedy answers to `prompts`, prompt k about memory zs[owner[k]].
 
-    Each memory's prefix runs once (`batch_size` memories at a time) and every prompt about it continues from its
-    cache: prompts are left-padded AFTER the prefix (mask 0 in the middle of the row, positions counting real
-    tokens only), so all rows end at the same column. Equal to `greedy_generate` on each (memory, prompt) row.
+    Each memory's prefix runs once (`batch_size` memories at a time), together with the longest token prefix its
+    prompts share (the answer instruction), and every prompt about it continues from that cache with its own
+    remaining tokens: those are left-padded AFTER the shared part (mask 0 in the middle of the row, positions
+    counting real tokens only), so all rows end at the same column. Equal to `greedy_generate` on each
+    (memory, prompt) row.
     """
     from ..model.collate import left_pad
 
@@ -208,12 +220,14 @@ def generate_shared(model: ContextCompressor, zs: Sequence[torch.Tensor], prompt
     for cb in batches(len(order), batch_size):
         ctxs = [order[k] for k in cb]
         local = {c: n for n, c in enumerate(ctxs)}
-        cache, mask, last, _ = prefix_cache(model, [zs[c] for c in ctxs], [[] for _ in ctxs], task)
+        shared = {c: _common_prefix([prompts[q] for q in by_owner[c]]) for c in ctxs}
+        cache, mask, last, _ = prefix_cache(model, [zs[c] for c in ctxs],
+                                            [list(prompts[by_owner[c][0]][: shared[c]]) for c in ctxs], task)
         rows = [q for c in ctxs for q in by_owner[c]]
         for qb in batches(len(rows), batch_size):
             qs = [rows[k] for k in qb]
             sel = torch.tensor([local[int(owner[q])] for q in qs], device=mask.device)
-            ids, qmask = left_pad([list(prompts[q]) for q in qs], 0)
+            ids, qmask = left_pad([list(prompts[q][shared[int(owner[q])]:]) for q in qs], 0)
             ids, qmask = ids.to(mask.device), qmask.to(mask.device)
             am = torch.cat([mask[sel], qmask], dim=1)
             pos = last[sel, None] + qmask.cumsum(-1)

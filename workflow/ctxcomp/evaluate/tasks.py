@@ -114,10 +114,15 @@ def reconstruction_summary(rows: Sequence[dict], boot: ctl.Bootstrap, controls: 
 # ----------------------------------------------------------------------------------------- knowledge overwriting
 def _score_all(model: ContextCompressor, memories: Sequence[torch.Tensor], prompts: Sequence[list[int]],
                cands: Sequence[list[list[int]]], batch_size: int, desc: str) -> list[list[tuple[float, int]]]:
-    out: list[list[tuple[float, int]]] = []
-    for b in _progress(batches(len(prompts), batch_size), desc):
-        out += score_candidates(model, [memories[i] for i in b], [prompts[i] for i in b], [cands[i] for i in b],
-                                max_rows=4 * batch_size)
+    """Candidate scores of every question; questions are batched in order of prefix length (less padding)."""
+    order = sorted(range(len(prompts)), key=lambda i: (memories[i].shape[0] + len(prompts[i]), i))
+    out: list[list[tuple[float, int]]] = [[] for _ in prompts]
+    for b in _progress(batches(len(order), batch_size), desc):
+        idx = [order[k] for k in b]
+        res = score_candidates(model, [memories[i] for i in idx], [prompts[i] for i in idx], [cands[i] for i in idx],
+                               max_rows=4 * batch_size)
+        for i, r in zip(idx, res):
+            out[i] = r
     return out
 
 
