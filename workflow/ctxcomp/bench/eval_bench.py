@@ -26,6 +26,7 @@ import torch
 
 from ..evaluate import decoding
 from ..evaluate.prompts import answer_prompt_ids, ko_prompt_ids
+from ..evaluate.tasks import score_questions
 from ..metrics.erank import erank_from_singular_values, singular_values
 from ..model.collate import Collator
 from ..model.compressor import ContextCompressor
@@ -80,13 +81,8 @@ def _scoring(model: ContextCompressor, zs: list, prompts: list, cands: list, bat
                                                 [cands[i][j] for i, j in chunk])[0]
         got["rows"] = out
 
-    def shared():
-        out = []
-        for b in decoding.batches(len(prompts), batch):
-            res_b = decoding.score_candidates(model, [zs[i] for i in b], [prompts[i] for i in b],
-                                              [cands[i] for i in b], max_rows=4 * batch)
-            out += [s for row in res_b for s, _ in row]
-        got["shared"] = out
+    def shared():  # what the evaluation runs: questions batched by prefix length, candidates from the cache
+        got["shared"] = [s for row in score_questions(model, zs, prompts, cands, batch, "bench") for s, _ in row]
 
     r: dict = {"questions": len(prompts), "rows": len(pairs),
                "memory": float(np.mean([z.shape[0] for z in zs])), "prompt": float(np.mean([len(p) for p in prompts])),

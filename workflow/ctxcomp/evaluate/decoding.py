@@ -144,7 +144,8 @@ def score_candidates(model: ContextCompressor, zs: Sequence[torch.Tensor], promp
 
     cache, mask, last, first = prefix_cache(model, zs, prompts, task)
     first_lp = torch.log_softmax(first, dim=-1)
-    pairs = [(i, j) for i, cands in enumerate(candidates) for j in range(len(cands))]
+    pairs = sorted(((i, j) for i, cands in enumerate(candidates) for j in range(len(cands))),
+                   key=lambda ij: len(candidates[ij[0]][ij[1]]))  # similar lengths per chunk: less padding
     out: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(c) for c in candidates]
     for b in batches(len(pairs), max_rows):
         chunk = [pairs[k] for k in b]

@@ -100,7 +100,8 @@ def reconstruction_summary(rows: Sequence[dict], boot: ctl.Bootstrap, controls: 
     """The reconstruction summary recomputed from its per-segment rows (reference, hypothesis[, shuffled_z])."""
     refs = [r["reference"] for r in rows]
     stats = bs.bleu_unit_stats([r["hypothesis"] for r in rows], refs)
-    corpus = bleu_m.corpus_bleu([r["hypothesis"] for r in rows], refs)
+    corpus = bleu_m.corpus_bleu([r["hypothesis"] for r in rows], refs) if rows else {"signature": None,
+                                                                                      "score_100": None}
     out = {"metric": "bleu", **ctl.headline(stats, bs.bleu_from_stats, boot, "sample"), "n": len(rows)}
     if controls:
         ctrl = bs.bleu_unit_stats([r["shuffled_z"]["hypothesis"] for r in rows], refs) \
@@ -112,7 +113,7 @@ def reconstruction_summary(rows: Sequence[dict], boot: ctl.Bootstrap, controls: 
 
 
 # ----------------------------------------------------------------------------------------- knowledge overwriting
-def _score_all(model: ContextCompressor, memories: Sequence[torch.Tensor], prompts: Sequence[list[int]],
+def score_questions(model: ContextCompressor, memories: Sequence[torch.Tensor], prompts: Sequence[list[int]],
                cands: Sequence[list[list[int]]], batch_size: int, desc: str) -> list[list[tuple[float, int]]]:
     """Candidate scores of every question; questions are batched in order of prefix length (less padding)."""
     order = sorted(range(len(prompts)), key=lambda i: (memories[i].shape[0] + len(prompts[i]), i))
@@ -151,17 +152,17 @@ def knowledge_overwriting(model: ContextCompressor, collate: Collator, records: 
         zs = compress_texts(model, collate, [r["context"] for r in records], max_segments, batch_size)
     prompts = [ko_prompt_ids(tok, r["question"]) for r in records]
     cands = [[tok(" " + c.strip(), add_special_tokens=False)["input_ids"] for c in r["candidates"]] for r in records]
-    main = _score_all(model, zs, prompts, cands, batch_size, "knowledge")
+    main = score_questions(model, zs, prompts, cands, batch_size, "knowledge")
     rows = [{"id": r["id"], "correct_index": r["correct_index"], **_choice(s, r["correct_index"]),
              "memory_vectors": int(zs[i].shape[0])} for i, (r, s) in enumerate(zip(records, main))]
     if controls:
         perm = ctl.derangement(len(records), boot.seed)
         if perm:
-            shuf = _score_all(model, _permuted(zs, perm), prompts, cands, batch_size, "knowledge (shuffled Z)")
+            shuf = score_questions(model, _permuted(zs, perm), prompts, cands, batch_size, "knowledge (shuffled Z)")
             for i, (row, s) in enumerate(zip(rows, shuf)):
                 c = _choice(s, row["correct_index"])
                 row["shuffled_z"] = {"z_of": records[perm[i]]["id"], "pred": c["pred_sum"], "correct": c["correct"]}
-        prior = _score_all(model, [z[:0] for z in zs], prompts, cands, batch_size, "knowledge (no memory)")
+        prior = score_questions(model, [z[:0] for z in zs], prompts, cands, batch_size, "knowledge (no memory)")
         for row, s in zip(rows, prior):
             c = _choice(s, row["correct_index"])
             row["no_memory"] = {"pred": c["pred_sum"], "correct": c["correct"], "loglik_sum": c["loglik_sum"]}
