@@ -9,7 +9,7 @@ import torch
 from ctxcomp.evaluate import decoding, tasks
 from ctxcomp.evaluate.probes import reconstruction_entropy
 from ctxcomp.evaluate.prompts import INSTRUCTION
-from ctxcomp.metrics import bleu, entropy as ent_m
+from ctxcomp.metrics import entropy as ent_m
 from ctxcomp.model.collate import Collator
 from ctxcomp.model.compressor import ContextCompressor
 from ctxcomp.tiny.build import build_model

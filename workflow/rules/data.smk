@@ -17,8 +17,8 @@ def family_tokenizer_inputs():
 
 rule prepare_fineweb:
     input:
-        chunk_tokenizer_inputs(),
         family_tokenizer_inputs(),
+        chunk_tokenizer_inputs(),
     output:
         train=P.fineweb("train.jsonl"),
         eval=P.fineweb("eval.jsonl"),
