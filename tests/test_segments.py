@@ -60,8 +60,8 @@ def test_each_family_reads_exactly_L_of_its_own_tokens(tmp_path, toks, layout, c
         for i, r in enumerate(ev[:4]):
             _, seg_text, rest = collate.window_split(r["text"], r["continuation"])
             want_re = dec_tok(seg_text, add_special_tokens=False)["input_ids"][: collate.max_recon]
-            n_re = int(batch["re_mask"][i].sum())
-            assert batch["re_ids"][i, :n_re].tolist() == want_re + [dec_tok.eos_token_id]
+            n_re = int(batch["re_mask"][i].sum())  # the target is exactly the segment's text, then one EOS
+            assert n_re == len(want_re) + 1 and batch["re_ids"][i, : n_re - 1].tolist() == want_re
             want_nt = dec_tok(rest, add_special_tokens=False)["input_ids"][:C]
             assert batch["nt_ids"][i, : int(batch["nt_mask"][i].sum())].tolist() == want_nt
             assert int(batch["comp_mask"][i].sum()) == L + (comp_tok.bos_token_id is not None)
