@@ -43,3 +43,34 @@ def probe_batch(model: ContextCompressor, batch: dict[str, Any], vocab_chunk: in
         "batch": int(z.shape[0]),
         "z": z,
     }
+
+
+@torch.no_grad()
+def context_entropy(model: ContextCompressor, collate: Any, texts: list[str], max_segments: int, batch_size: int,
+                    vocab_chunk: int = 16384) -> list[tuple[float, int, int]]:
+    """(entropy, tokens, segments) per text over its first `max_segments` compressor segments - the segments its
+    memory (and so its semantic-drift answers) is made of. Each segment is reconstructed, teacher-forced, from its
+    own memory; the text's entropy is the token-weighted mean over its segments' target tokens."""
+    from ..model.collate import pad_id_of, right_pad
+
+    device = next(model.parameters()).device
+    segs, owner = [], []
+    for i, t in enumerate(texts):
+        for s in collate.comp_segments(t, max_segments):
+            segs.append(s)
+            owner.append(i)
+    tot = [0.0] * len(texts)
+    count = [0] * len(texts)
+    nseg = [0] * len(texts)
+    for a in range(0, len(segs), batch_size):
+        chunk = segs[a:a + batch_size]
+        comp_ids, comp_mask = collate.compressor_tensors(chunk)
+        re_ids, re_mask = right_pad([collate.dec_ids(collate.segment_text(s), collate.max_recon, eos=True)
+                                     for s in chunk], pad_id_of(collate.dec_tok))
+        z = model.compress(comp_ids.to(device), comp_mask.to(device))
+        ent, n = reconstruction_entropy(model, z, re_ids.to(device), re_mask.to(device), vocab_chunk)
+        for i, e, k in zip(owner[a:a + batch_size], ent.tolist(), n.tolist()):
+            tot[i] += e * k
+            count[i] += int(k)
+            nseg[i] += 1
+    return [(tot[i] / max(count[i], 1), count[i], nseg[i]) for i in range(len(texts))]

@@ -1,8 +1,11 @@
-"""Vocabulary entropy of the compressor's output distribution (paper Fig. 4): how peaked its next-token beliefs are.
+"""Vocabulary entropy of the DECODER's next-token distribution given the memory (paper Fig. 4, §5.2).
 
-Definition: H = -sum_v p_v log p_v (natural log, nats) with p = softmax(h W^T + b) over the vocabulary, per position.
-Range [0, log V]. Direction: descriptive - the paper links lower entropy (stronger priors) of larger compressors to
-more knowledge overwriting and semantic drift.
+Definition: H = -sum_v p_v log p_v (natural log, nats) with p = softmax(h W^T + b) over the vocabulary, per position,
+where h is the frozen decoder's state while it reconstructs the segment from Z under teacher forcing
+(evaluate/probes.py); a sample's entropy is the mean over its target tokens. It measures how confidently the decoder
+reads the memory a compressor wrote, not the compressor's own language-model distribution (whose LM head is never
+used). Range [0, log V]. Direction: descriptive, and NOT monotonic in compressor size (§5.2: it does not simply fall
+as compressors grow); the paper relates it to semantic drift per context (Fig. 4c) and tracks it during training.
 
 `chunked_entropy` walks the vocabulary in chunks with a streaming log-sum-exp, so a 128k-token vocabulary never
 materialises an N x V logit matrix: it keeps, per position, the running max m, S = sum exp(l - m) and

@@ -39,14 +39,32 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+#: E[GELU(x)^2] for x ~ N(0, 1) (numerical quadrature): the second moment of the adapter's hidden layer at init.
+GELU_SECOND_MOMENT = 0.4252214825667899
+
+
 class Adapter(nn.Module):
     """RMSNorm -> Linear(d_c, d_d) -> GELU -> Linear(d_d, d_d): maps compressor states into decoder space."""
 
-    def __init__(self, d_comp: int, d_dec: int, eps: float = 1e-6):
+    def __init__(self, d_comp: int, d_dec: int, eps: float = 1e-6, out_std: float | None = None):
         super().__init__()
         self.norm = nn.RMSNorm(d_comp, eps=eps)
         self.up = nn.Linear(d_comp, d_dec)
         self.out = nn.Linear(d_dec, d_dec)
+        if out_std is not None:
+            self.init_output_scale(out_std)
+
+    @torch.no_grad()
+    def init_output_scale(self, out_std: float) -> None:
+        """Start with outputs of std ~ `out_std`: the RMSNorm gives unit-RMS inputs, so with up ~ N(0, 1/d_c) the
+        pre-activations are ~ N(0, 1), the GELU layer has second moment GELU_SECOND_MOMENT, and out ~
+        N(0, out_std^2 / (GELU_SECOND_MOMENT d_d)) gives std out_std (biases 0). PyTorch's default Linear init
+        would give ~0.3 whatever the decoder's embedding scale."""
+        d_comp, d_dec = self.up.in_features, self.out.in_features
+        nn.init.normal_(self.up.weight, std=d_comp ** -0.5)
+        nn.init.zeros_(self.up.bias)
+        nn.init.normal_(self.out.weight, std=out_std / (GELU_SECOND_MOMENT * d_dec) ** 0.5)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(F.gelu(self.up(self.norm(h))))
@@ -57,9 +75,10 @@ class CompressionHead(nn.Module):
 
     def __init__(self, num_memory: int, d_comp: int, d_dec: int, comp_embed_std: float, dec_embed_std: float):
         super().__init__()
-        # Initialised at the scale of each side's token embeddings, so they start "in distribution".
+        # Initialised at the scale of each side's token embeddings, so they start "in distribution" (the adapter's
+        # output too: Z starts at the std of the decoder's token embeddings).
         self.memory = nn.Parameter(torch.randn(num_memory, d_comp) * comp_embed_std)
-        self.adapter = Adapter(d_comp, d_dec)
+        self.adapter = Adapter(d_comp, d_dec, out_std=dec_embed_std)
         self.markers = nn.Parameter(torch.randn(len(MARKERS), d_dec) * dec_embed_std)
 
     def marker(self, name: str) -> torch.Tensor:
