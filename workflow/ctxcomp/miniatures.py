@@ -80,6 +80,9 @@ REAL_DIMS: dict[str, dict[str, Any]] = {
     "llama3.2-11b": {"hidden_size": 4096, "num_hidden_layers": 40, "num_attention_heads": 32,
                      "num_key_value_heads": 8, "intermediate_size": 14336,
                      "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38]},
+    "llama3.2-90b": {"hidden_size": 8192, "num_hidden_layers": 100, "num_attention_heads": 64,
+                     "num_key_value_heads": 8, "intermediate_size": 28672,
+                     "cross_attention_layers": list(range(3, 100, 5))},
     "llama3-8b-instruct": {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
                            "num_key_value_heads": 8, "intermediate_size": 14336, "tie_word_embeddings": False},
 }
