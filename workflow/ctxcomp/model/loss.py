@@ -31,13 +31,22 @@ def rows_per_chunk(vocab: int, elements: int = CHUNK_ELEMENTS) -> int:
 
 
 def gathered(*params: torch.Tensor | None):
-    """Full copies of ZeRO-3-partitioned `params` inside the block (read-only); a no-op for ordinary tensors."""
+    """Full copies of ZeRO-3-partitioned `params` inside the block (read-only); a no-op for ordinary tensors.
+
+    Inside a module's forward, ZeRO-3 has already fetched a parameter on attribute access (and releases it after
+    that forward: an "external parameter" of the running module), so only parameters still not available are
+    gathered here; releasing a fetched one early would break ZeRO-3's bookkeeping.
+    """
     ds = [p for p in params if p is not None and hasattr(p, "ds_id")]
     if not ds:
         return contextlib.nullcontext()
     import deepspeed
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
-    return deepspeed.zero.GatheredParameters(ds, modifier_rank=None)
+    missing = [p for p in ds if p.ds_status == ZeroParamStatus.NOT_AVAILABLE]
+    if not missing:
+        return contextlib.nullcontext()
+    return deepspeed.zero.GatheredParameters(missing, modifier_rank=None)
 
 
 class _FrozenHeadNLL(torch.autograd.Function):
