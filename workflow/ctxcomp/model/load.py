@@ -293,7 +293,9 @@ def skeleton(source: str):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with init_empty_weights():
-        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
+    model.tie_weights()  # tied embeddings count once
+    return model
 
 
 def eval_device_maps(comp_src: str, dec_src: str, dtype: torch.dtype, max_memory: dict,
@@ -315,13 +317,16 @@ def eval_device_maps(comp_src: str, dec_src: str, dtype: torch.dtype, max_memory
         raise MemoryError(f"compressor {comp_src} ({sizes[0] / 2**30:.1f} GiB) and decoder {dec_src} "
                           f"({sizes[1] / 2**30:.1f} GiB) do not fit the evaluation GPUs' {sum(budget.values()) / 2**30:.1f}"
                           f" GiB (after {headroom:.0%} headroom): raise eval_resources.gpu")
-    # an even share of the total per device, plus the largest layer (a layer is never split)
+    # an even share of the total per device, plus the largest unsplittable block (a layer, the embeddings or
+    # the LM head), which may have to sit whole on a device
     share = total / len(budget)
     maps = []
     left = dict(budget)
     for m in models:
         sizes_m = compute_module_sizes(m, dtype=dtype)
-        biggest = max((v for k, v in sizes_m.items() if k.count(".") == 2 and ".layers." in f".{k}"), default=0)
+        blocks = [n for n, mod in m.named_modules() if n and (type(mod).__name__ in m._no_split_modules
+                                                             or not any(True for _ in mod.children()))]
+        biggest = max((sizes_m.get(n, 0) for n in blocks), default=0)
         cap = {d: min(left[d], int(share + biggest)) for d in left}
         dmap = infer_auto_device_map(m, max_memory=cap, no_split_module_classes=m._no_split_modules, dtype=dtype)
         if any(v in ("cpu", "disk") for v in dmap.values()):
