@@ -7,7 +7,7 @@ architecture's own classes, its tokenizer's special-token layout, its generation
 |--------------------|-------------------------------------|------------------------------------------------|
 | ``qwen3``          | ``Qwen3ForCausalLM``                | Qwen3-0.6B ... 32B (compressors, ablation decoders) |
 | ``llama3.2``       | ``LlamaForCausalLM``                | Llama-3.2-1B / 3B                              |
-| ``llama3.2-vision``| ``MllamaForConditionalGeneration``  | Llama-3.2-11B / 90B-Vision (cross-attention layers + vision tower) |
+| ``llama3.2-vision``| ``MllamaForConditionalGeneration``  | Llama-3.2-11B / 90B-Vision (cross-attention, vision) |
 | ``llama3-instruct``| ``LlamaForCausalLM``                | Meta-Llama-3-8B-Instruct (the main decoder)    |
 
 Each is a directory written by ``save_pretrained`` holding the model (random weights), a tokenizer and a

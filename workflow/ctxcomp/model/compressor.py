@@ -4,10 +4,13 @@ Compressor side: a segment of L compressor tokens is followed by M = L/ρ learne
 compressor's last-layer hidden states at those M positions, passed through an adapter
 (RMSNorm -> Linear(d_c, d_d) -> GELU -> Linear(d_d, d_d)), are the memory Z ∈ R^{M×d_d}.
 
-Decoder side (frozen, eval mode, no gradients to its weights): input embeddings
+Decoder side (frozen, eval mode, no gradients to its weights; with activation checkpointing its layer modules alone
+carry the training flag that makes transformers recompute them, see `train`): input embeddings
     [BOS?] [<mem>] Z_1 .. Z_M [</mem>] [<task>] target tokens
 where <mem>, </mem> and the task markers (<reconstruct>, <continue>) are trainable vectors in the decoder's
 embedding space. BOS is used only when the decoder's tokenizer has one (Llama-3 does, Qwen3 does not).
+Losses go through the LM head in chunks over the real target positions (ctxcomp.model.loss), never as (B, T, V)
+logits; `decoder_eos_ids` is the decoder's full EOS set (its generation config), where generation stops.
 
 Padding conventions (shapes in comments: B batch, L segment, M memory, P prefix, T target, d width):
 - compressor inputs are LEFT-padded, position ids count real tokens only, so the memory always directly follows

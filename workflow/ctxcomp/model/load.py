@@ -315,8 +315,9 @@ def eval_device_maps(comp_src: str, dec_src: str, dtype: torch.dtype, max_memory
     total = sum(sizes)
     if total > sum(budget.values()):
         raise MemoryError(f"compressor {comp_src} ({sizes[0] / 2**30:.1f} GiB) and decoder {dec_src} "
-                          f"({sizes[1] / 2**30:.1f} GiB) do not fit the evaluation GPUs' {sum(budget.values()) / 2**30:.1f}"
-                          f" GiB (after {headroom:.0%} headroom): raise eval_resources.gpu")
+                          f"({sizes[1] / 2**30:.1f} GiB) do not fit the evaluation GPUs' "
+                          f"{sum(budget.values()) / 2**30:.1f} GiB (after {headroom:.0%} headroom): "
+                          "raise eval_resources.gpu")
     # an even share of the total per device, plus the largest unsplittable block (a layer, the embeddings or
     # the LM head), which may have to sit whole on a device
     share = total / len(budget)
