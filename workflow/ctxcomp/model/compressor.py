@@ -250,3 +250,7 @@ def num_memory_tokens(segment_tokens: int, ratio: int) -> int:
     if segment_tokens % ratio:
         raise ValueError(f"ratio {ratio} does not divide segment length {segment_tokens}")
     return segment_tokens // ratio
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
