@@ -63,3 +63,32 @@ def test_trainable_head_falls_back_to_checkpointed_chunks():
 def test_rows_per_chunk_bounds_logit_elements():
     assert rows_per_chunk(128_256) * 128_256 <= 2**25 < (rows_per_chunk(128_256) + 1) * 128_256
     assert rows_per_chunk(10**9) == 1
+
+
+def test_model_loss_equals_cross_entropy_of_its_logits(tmp_path_factory):
+    """ContextCompressor.forward (chunked head) against F.cross_entropy over target_logits (materialised), values
+    and the gradients of every trainable parameter."""
+    from helpers_tiny import tiny_env
+
+    from ctxcomp.model.collate import Collator
+    from ctxcomp.model.load import build_for_training
+
+    tiny = tiny_env(tmp_path_factory.mktemp("tiny"))
+    s = tiny.settings()
+    torch.manual_seed(0)
+    model, comp_tok, dec_tok = build_for_training(s, torch.device("cpu"), torch.float32)
+    batch = Collator(comp_tok, dec_tok, s["segment"]["segment_tokens"], s["segment"]["continuation_tokens"])(
+        tiny.records(3))
+    params = [p for p in model.parameters() if p.requires_grad]
+    w = {"reconstruct": 1.0, "continue": 0.0}
+    got = model(batch, weights=w)["loss"]
+    g_got = torch.autograd.grad(got, params)
+    z = model.compress(batch["comp_ids"], batch["comp_mask"])
+    pre = model.prefix(z, "reconstruct")
+    logits = model.target_logits(pre, torch.ones(pre.shape[:2], dtype=torch.long), batch["re_ids"], batch["re_mask"])
+    m = batch["re_mask"].float()
+    want = (F.cross_entropy(logits.float().transpose(1, 2), batch["re_ids"], reduction="none") * m).sum() / m.sum()
+    g_want = torch.autograd.grad(want, params)
+    assert float(got) == pytest.approx(float(want), abs=1e-5)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
