@@ -278,3 +278,21 @@ def test_sharded_load_follows_the_device_map(mini):
         a = backbone(load_causal_lm(comp, torch.float32, device_map={k: "cpu" for k in cmap}))
         b = backbone(load_causal_lm(comp, torch.float32))
         torch.testing.assert_close(a(input_ids=ids[:, 1:]).last_hidden_state, b(input_ids=ids[:, 1:]).last_hidden_state)
+
+
+def test_tokenizer_eos_follows_the_generation_config(mini, tmp_path):
+    """A checkpoint whose tokenizer names an EOS its generation config does not list (here a Llama-3 tokenizer with
+    <|end_of_text|> beside a generation config listing only <|eot_id|>): the target EOS becomes the generation
+    config's, so training teaches the token that generation stops at."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from ctxcomp.model.load import load_tokenizer
+
+    src = tmp_path / "ckpt"
+    shutil.copytree(mini.models["llama3.2"], src)  # tokenizer EOS <|end_of_text|> (128001)
+    GenerationConfig(bos_token_id=128000, eos_token_id=[128009]).save_pretrained(src)
+    tok = load_tokenizer(str(src))
+    assert tok.eos_token == "<|eot_id|>" and tok.eos_token_id == 128009 and tok.pad_token_id == 128009
+    assert load_tokenizer(str(mini.models["llama3-instruct"])).eos_token_id == 128009  # listed: kept
