@@ -97,12 +97,20 @@ def _main(argv: list[str]) -> None:
         s = m.settings(job["decoder"], job["compressor"], **job.get("deepspeed", {}))
         s["train"]["checkpoint_every"] = 2  # a ZeRO checkpoint of the (partitioned) state is written too
         run = run_root / job["name"]
-        summary = train_cell(copy.deepcopy(s), str(m.train), str(m.probe), str(run), m.outputs(run),
-                             engine="deepspeed")
+        if job.get("ranks"):  # several CPU ranks through the DeepSpeed launcher, as on a multi-GPU node
+            from ctxcomp.train.launch import launch_training
+
+            s["compressor"]["gpus"] = job["ranks"]
+            launch_training(s, str(m.train), str(m.probe), str(run), m.outputs(run), engine="deepspeed")
+            summary = json.loads((run / "summary.json").read_text())
+        else:
+            summary = train_cell(copy.deepcopy(s), str(m.train), str(m.probe), str(run), m.outputs(run),
+                                 engine="deepspeed")
         import csv
 
         rows = list(csv.DictReader(open(run / "loss.csv")))
         print("RESULT " + json.dumps({"name": job["name"], "engine": summary["engine"],
+                                      "world_size": summary["world_size"],
                                       "losses": [float(r["loss"]) for r in rows],
                                       "grad_norms": [float(r["grad_norm"]) for r in rows],
                                       "stage": json.loads((run / "checkpoints" / "ds_config.json").read_text())
