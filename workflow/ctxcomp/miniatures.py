@@ -191,11 +191,14 @@ def generation_config(kind: str):
 
 
 def build_miniature(kind: str, out_dir: str | Path, seed: int = 0, texts: Iterable[str] | None = None,
-                    init_std: float | None = None, tokenizer: Any = None, **dims: Any) -> Path:
+                    init_std: float | None = None, tokenizer: Any = None, dtype: Any = None, device: Any = None,
+                    **dims: Any) -> Path:
     """Write a random-weight `kind` checkpoint (model, tokenizer, generation config) to `out_dir`; return it.
 
     `dims` override the miniature's dimensions (hidden_size, num_hidden_layers, ... as in REAL_DIMS); `init_std`
-    overrides the initializer range (a wider one makes a random decoder steerable in training tests).
+    overrides the initializer range (a wider one makes a random decoder steerable in training tests). For
+    full-size shapes pass `dtype=torch.bfloat16` (saved as published checkpoints are) and `device="cuda"` (random
+    initialisation of billions of weights is minutes on a CPU, seconds on a GPU).
     """
     import torch
     from transformers import AutoModelForCausalLM, MllamaForConditionalGeneration
@@ -208,10 +211,13 @@ def build_miniature(kind: str, out_dir: str | Path, seed: int = 0, texts: Iterab
         if kind == "llama3.2-vision":
             cfg.text_config.initializer_range = init_std
     torch.manual_seed(seed)
-    if kind == "llama3.2-vision":
-        model = MllamaForConditionalGeneration(cfg)
-    else:
-        model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    with torch.device(device or "cpu"):
+        if kind == "llama3.2-vision":
+            model = MllamaForConditionalGeneration(cfg)
+        else:
+            model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    if dtype is not None:
+        model = model.to(dtype)
     model.generation_config = generation_config(kind)
     model.save_pretrained(out)
     tok.save_pretrained(out)
