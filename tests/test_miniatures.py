@@ -178,7 +178,11 @@ def test_mllama_lora_zero3_on_two_ranks(mini, tmp_path):
     assert res.returncode == 0, out[-6000:]
     (r,) = [json.loads(x[7:]) for x in res.stdout.splitlines() if x.startswith("RESULT ")]
     assert r["world_size"] == 2 and r["stage"] == 3 and len(r["losses"]) == 2
-    assert out.count("partitioned while loading") == 2  # once per rank
+    import re
+
+    shares = [(int(a), int(b)) for a, b in re.findall(r"partitioned while loading: (\d+) of (\d+) elements", out)]
+    assert len(shares) == 2 and shares[0][1] == shares[1][1]  # each rank holds about half of every weight
+    assert all(a <= b / 2 + 10_000 for a, b in shares) and sum(a for a, _ in shares) >= shares[0][1]
     final = tmp_path / "mllama-z3x2" / "final"
     assert (final / "compressor_lora" / "adapter_model.safetensors").exists() and (final / "head.pt").exists()
 
@@ -303,6 +307,25 @@ def test_sharded_load_follows_the_device_map(mini):
         a = backbone(load_causal_lm(comp, torch.float32, device_map={k: "cpu" for k in cmap}))
         b = backbone(load_causal_lm(comp, torch.float32))
         torch.testing.assert_close(a(input_ids=ids[:, 1:]).last_hidden_state, b(input_ids=ids[:, 1:]).last_hidden_state)
+
+
+def test_weight_placement_policy():
+    """Frozen weights bf16 on GPU, trainable ones float32 only where no optimizer keeps a master copy; ZeRO-3
+    construction only for DeepSpeed stage-3 cells."""
+    from ctxcomp.model.load import compressor_dtype, zero3_init
+
+    gpu, cpu, bf16, f32 = torch.device("cuda", 0), torch.device("cpu"), torch.bfloat16, torch.float32
+    assert compressor_dtype("lora", gpu, bf16, "torch") == bf16  # frozen base
+    assert compressor_dtype("lora", gpu, bf16, "deepspeed") == bf16
+    assert compressor_dtype("full", gpu, bf16, "deepspeed") == bf16  # DeepSpeed's bf16 optimizer: fp32 master
+    assert compressor_dtype("full", gpu, bf16, "torch") == f32  # AdamW steps on these weights
+    assert compressor_dtype("full", cpu, f32, "torch") == f32
+    s = {"compressor": {"deepspeed": {"zero_stage": 2}}}
+    with zero3_init(s, cpu, "deepspeed") as z:
+        assert z is None
+    s = {"compressor": {"deepspeed": {"zero_stage": 3}}}
+    with zero3_init(s, cpu, "torch") as z:
+        assert z is None
 
 
 def test_tokenizer_eos_follows_the_generation_config(mini, tmp_path):

@@ -183,9 +183,8 @@ def build_for_training(settings: dict, device: torch.device, dtype: torch.dtype,
                                   compressor_bos_id=comp_tok.bos_token_id)
     if zero3:
         parts = [p for p in [*compressor.parameters(), *decoder.parameters()] if hasattr(p, "ds_id")]
-        log.info("ZeRO-3: %d compressor/decoder tensors (%.3g B parameters) partitioned while loading, %d elements "
-                 "on this rank", len(parts), sum(p.ds_numel for p in parts) / 1e9,
-                 sum(p.ds_tensor.numel() for p in parts))
+        log.info("ZeRO-3: %d compressor/decoder tensors partitioned while loading: %d of %d elements on this rank",
+                 len(parts), sum(p.ds_tensor.numel() for p in parts), sum(p.ds_numel for p in parts))
         return model, comp_tok, dec_tok  # deepspeed.initialize partitions and places the new (head, LoRA) weights
     return model.to(device), comp_tok, dec_tok
 
