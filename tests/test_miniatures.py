@@ -166,14 +166,16 @@ def test_every_class_trains_with_deepspeed_zero2_and_zero3_offload(mini, tmp_pat
 def test_mllama_lora_zero3_on_two_ranks(mini, tmp_path):
     """Llama-3.2-Vision LoRA at ZeRO-3 + optimizer offload on 2 CPU ranks through the DeepSpeed launcher: each rank
     loads half of every weight (zero.Init), trains, and the final LoRA adapter and head are gathered and written."""
-    from helpers_tiny import subprocess_env as env_of
-    from test_deepspeed_train import free_port
+    import socket
 
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     jobs = [{"name": "mllama-z3x2", "decoder": MAIN, "compressor": "llama3.2-11b", "ranks": 2,
              "deepspeed": {"zero_stage": 3, "offload_optimizer": True}}]
     helper = Path(__file__).with_name("miniature_env.py")
     res = subprocess.run([sys.executable, str(helper), str(mini.root), str(tmp_path), json.dumps(jobs)],
-                         capture_output=True, text=True, env=env_of(CTXCOMP_MASTER_PORT=free_port()), timeout=900)
+                         capture_output=True, text=True, env=subprocess_env(CTXCOMP_MASTER_PORT=port), timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
     (r,) = [json.loads(x[7:]) for x in res.stdout.splitlines() if x.startswith("RESULT ")]
