@@ -237,13 +237,65 @@ def test_knowledge_overwriting_controls_from_designed_scores(setup, monkeypatch)
 
 
 def test_reconstruction_entropy_matches_full_softmax(setup, texts):
+    """Against an independent reference: the decoder run as a plain causal LM over each sample's unpadded
+    [prefix; target] embeddings, softmax entropy (scipy, float64) of the logits before each target token."""
+    from scipy.stats import entropy as scipy_entropy
+
     model, collate = setup
     batch = collate([{"text": t, "continuation": ""} for t in texts[:3]])
     z = model.compress(batch["comp_ids"], batch["comp_mask"])
     got, n = reconstruction_entropy(model, z, batch["re_ids"], batch["re_mask"], vocab_chunk=7)
-    logits = model.target_logits(model.prefix(z, "reconstruct"), torch.ones(3, model.num_memory + 4,
-                                 dtype=torch.long), batch["re_ids"], batch["re_mask"])
-    full = ent_m.entropy_from_logits(logits.float()) * batch["re_mask"]
-    want = full.sum(-1) / batch["re_mask"].sum(-1)
-    assert torch.allclose(got, want, atol=1e-5)
+    assert got.dtype == torch.float64
     assert n.tolist() == batch["re_mask"].sum(-1).tolist()
+    emb = model.decoder.get_input_embeddings()
+    for b in range(3):
+        ids = batch["re_ids"][b, : int(n[b])]
+        pre = model.prefix(z[b : b + 1], "reconstruct")[0]
+        x = torch.cat([pre, emb(ids)])
+        with torch.no_grad():
+            logits = model.decoder(inputs_embeds=x[None]).logits[0].double()
+        rows = logits[pre.shape[0] - 1 : pre.shape[0] - 1 + len(ids)]
+        want = sum(float(scipy_entropy(torch.softmax(r, 0).numpy())) for r in rows) / len(ids)
+        assert float(got[b]) == pytest.approx(want, abs=1e-5)
+
+
+def test_reconstruction_entropy_reads_the_state_before_each_target(setup, texts, monkeypatch):
+    """Hand-set hidden states and LM head: the state at position j puts mass q_j on one token (the rest uniform),
+    q_j cycling through 0.999 / 0.3 / 0.05, and the targets are 1-2 tokens, so reading the positions off by one
+    in either direction moves each sample's mean by > 0.5 nats. Expected values are closed-form, in float64."""
+    import math
+
+    model, collate = setup
+    batch = collate([{"text": t, "continuation": ""} for t in texts[:3]])
+    z = model.compress(batch["comp_ids"], batch["comp_mask"])
+    P = model.prefix(z, "reconstruct").shape[1]
+    re_ids = torch.tensor([[5, 6], [8, 9], [10, 0]])
+    re_mask = torch.tensor([[1, 1], [1, 1], [1, 0]])
+    V, d = 500, 48
+    peaks = [(0.999, 0.3, 0.05)[j % 3] for j in range(d)]
+
+    def fake_hidden(prefix, pmask, ids, mask):  # state j = e_(j mod d)
+        j = torch.arange(prefix.shape[1] + ids.shape[1]) % d
+        return torch.nn.functional.one_hot(j, d).float()[None].expand(ids.shape[0], -1, -1)
+
+    head = torch.nn.Linear(d, V, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+        for k, q in enumerate(peaks):
+            head.weight[k, k] = math.log(q * (V - 1) / (1 - q))
+    monkeypatch.setattr(model, "decoder_hidden", fake_hidden)
+    monkeypatch.setattr(model.decoder, "get_output_embeddings", lambda: head)
+
+    def h_of(j: int) -> float:
+        lg = float(head.weight[j % d, j % d])
+        q = math.exp(lg) / (math.exp(lg) + V - 1)
+        return -(q * math.log(q) + (1 - q) * math.log((1 - q) / (V - 1)))
+
+    got, n = reconstruction_entropy(model, z, re_ids, re_mask, vocab_chunk=64)
+    assert n.tolist() == [2, 2, 1]
+    for b in range(3):
+        T = int(n[b])
+        want = sum(h_of(P - 1 + t) for t in range(T)) / T
+        for off in (-1, 1):
+            assert abs(want - sum(h_of(P - 1 + off + t) for t in range(T)) / T) > 0.5
+        assert float(got[b]) == pytest.approx(want, abs=1e-6)

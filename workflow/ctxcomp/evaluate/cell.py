@@ -28,8 +28,11 @@ def _cap(records: list, n: int) -> list:
     return records[:n] if n else records
 
 
-def _load(final_dir: str, compressor_dir: str | None = None, head_file: str | None = None):
-    model, comp_tok, dec_tok, meta = load_trained(final_dir, compressor_dir=compressor_dir, head_file=head_file)
+def _load(final_dir: str, compressor_dir: str | None = None, head_file: str | None = None,
+          gpus: int | None = None):
+    # gpus: the job's eval_resources.gpu; more than one shards compressor and decoder over them
+    model, comp_tok, dec_tok, meta = load_trained(final_dir, compressor_dir=compressor_dir, head_file=head_file,
+                                                  gpus=gpus)
     seg = meta["settings"]["segment"]
     collate = Collator(comp_tok, dec_tok, seg["segment_tokens"], seg["continuation_tokens"])
     return model, collate, meta
@@ -50,7 +53,7 @@ def evaluate_cell(settings: dict, inputs: dict[str, str], outputs: dict[str, str
     ev = settings["evaluate"]
     bs, max_seg, cap = ev["batch_size"], settings["segment"].get("max_segments", 4), ev.get("max_records", 0)
     torch.manual_seed(settings["seed"])
-    model, collate, meta = _load(inputs["model"])
+    model, collate, meta = _load(inputs["model"], gpus=settings.get("gpus"))
     prov = provenance(settings)
     prov["model_settings_hash"] = meta["provenance"].get("settings_hash")
     results: dict[str, float] = {}
@@ -95,7 +98,7 @@ def probe_cell(settings: dict, inputs: dict[str, str], outputs: dict[str, str]) 
     from .probes import context_entropy, probe_batch
 
     ev = settings["evaluate"]
-    model, collate, meta = _load(inputs["model"])
+    model, collate, meta = _load(inputs["model"], gpus=settings.get("gpus"))
     device = next(model.parameters()).device
     fineweb = read_jsonl(inputs["fineweb"])
     faith = [{"id": r["id"], "text": r["context"]} for r in read_jsonl(inputs["faitheval"])]
@@ -155,7 +158,8 @@ def probe_dynamics(settings: dict, inputs: dict[str, str], outputs: dict[str, st
     for p in ckpts:
         step = int(p.name.split("_")[1])
         comp_dir = p / "compressor_lora" if (p / "compressor_lora").exists() else p / "compressor"
-        model, collate, _ = _load(inputs["model"], compressor_dir=str(comp_dir), head_file=str(p / "head.pt"))
+        model, collate, _ = _load(inputs["model"], compressor_dir=str(comp_dir), head_file=str(p / "head.pt"),
+                                  gpus=settings.get("gpus"))
         row: dict[str, Any] = {"step": step, "erank": float(probes[step]["erank"]),
                                "entropy": float(probes[step]["entropy"])}
         for name, recs in ko.items():
@@ -179,7 +183,7 @@ def rag_cell(settings: dict, inputs: dict[str, str], out_json: str, loaded: tupl
     from .rag import musique_rag
 
     ev = settings["evaluate"]
-    model, collate = loaded if loaded else _load(inputs["model"])[:2]
+    model, collate = loaded if loaded else _load(inputs["model"], gpus=settings.get("gpus"))[:2]
     recs = _cap(read_jsonl(inputs["musique"]), ev.get("max_records", 0))
     boot = Bootstrap.of(settings)
     summary, rows = musique_rag(model, collate, recs, ev.get("rag", {}).get("top_k", 5), ev["batch_size"],

@@ -74,34 +74,45 @@ def score_continuations(model: ContextCompressor, zs: Sequence[torch.Tensor], pr
     return (-nll.sum(-1)).tolist(), cmask.sum(-1).tolist()
 
 
+def stop_ids(model: ContextCompressor, eos_id: int | Sequence[int] | None) -> set[int]:
+    """The ids that end a row: `eos_id` (the tokenizer's EOS) and the decoder's own EOS set (its generation config:
+    Llama-3-Instruct ends with <|eot_id|> or <|end_of_text|>). `None` means: never stop early."""
+    if eos_id is None:
+        return set()
+    given = [eos_id] if isinstance(eos_id, int) else list(eos_id)
+    return {int(i) for i in given} | set(getattr(model, "decoder_eos_ids", ()))
+
+
 @torch.no_grad()
 def greedy_generate(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
-                    max_new_tokens: int, eos_id: int | None, task: str) -> list[list[int]]:
-    """Batched greedy decoding with a KV cache; each row stops at EOS (not included) or max_new_tokens."""
+                    max_new_tokens: int, eos_id: int | Sequence[int] | None, task: str) -> list[list[int]]:
+    """Batched greedy decoding with a KV cache; each row stops at any id of `stop_ids(model, eos_id)` (not
+    included) or after max_new_tokens."""
     dec = model.decoder
+    stop = stop_ids(model, eos_id)
     embeds, mask = prompt_rows(model, zs, prompts, task)
     pos = positions_from_mask(mask)
     out = dec(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    past, logits = out.past_key_values, out.logits[:, -1]
+    cache, logits = out.cache, out.logits[:, -1]
     B = embeds.shape[0]
-    done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
+    done = [False] * B
     tokens: list[list[int]] = [[] for _ in range(B)]
     last_pos = pos[:, -1:]
     for _ in range(max_new_tokens):
         nxt = logits.float().argmax(-1)
-        for i in range(B):
+        for i, t in enumerate(nxt.tolist()):
             if not done[i]:
-                if eos_id is not None and int(nxt[i]) == eos_id:
+                if t in stop:
                     done[i] = True
                 else:
-                    tokens[i].append(int(nxt[i]))
-        if bool(done.all()):
+                    tokens[i].append(t)
+        if all(done):
             break
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
         last_pos = last_pos + 1
-        out = dec(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos, past_key_values=past,
+        out = dec(input_ids=nxt[:, None].to(embeds.device), attention_mask=mask, position_ids=last_pos, cache=cache,
                   use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = out.cache, out.logits[:, -1]
     return tokens
 
 
