@@ -291,7 +291,9 @@ def skeleton(source: str):
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    with init_empty_weights():
+    # every tensor created on the meta device (buffers too): with include_buffers=False each weight would first be
+    # allocated in host memory, and under torch.use_deterministic_algorithms filled, before moving to meta
+    with init_empty_weights(include_buffers=True):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
     model.tie_weights()  # tied embeddings count once
     return model
