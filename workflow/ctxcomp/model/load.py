@@ -323,17 +323,20 @@ def eval_device_maps(comp_src: str, dec_src: str, dtype: torch.dtype, max_memory
     # the LM head), which may have to sit whole on a device
     share = total / len(budget)
     maps = []
-    left = dict(budget)
+    used = dict.fromkeys(budget, 0)
     for m in models:
         sizes_m = compute_module_sizes(m, dtype=dtype)
         blocks = [n for n, mod in m.named_modules() if n and (type(mod).__name__ in m._no_split_modules
                                                              or not any(True for _ in mod.children()))]
         biggest = max((sizes_m.get(n, 0) for n in blocks), default=0)
-        cap = {d: min(left[d], int(share + biggest)) for d in left}
+        # what both models together may put on each device: the decoder starts where the compressor stopped
+        # (a cap per model alone would let it fill the first device again)
+        cap = {d: min(budget[d], int(share + biggest)) - used[d] for d in budget}
+        cap = {d: c for d, c in cap.items() if c > 0}
         dmap = infer_auto_device_map(m, max_memory=cap, no_split_module_classes=m._no_split_modules, dtype=dtype)
-        if any(v in ("cpu", "disk") for v in dmap.values()):
+        if not cap or any(v in ("cpu", "disk") for v in dmap.values()):
             raise MemoryError(f"{type(m).__name__} does not fit the evaluation GPUs ({max_memory})")
         for name, d in dmap.items():
-            left[d] -= sizes_m[name]
+            used[d] += sizes_m[name]
         maps.append(dmap)
     return maps[0], maps[1]
