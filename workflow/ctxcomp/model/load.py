@@ -205,7 +205,9 @@ def save_weights(model: ContextCompressor, out_dir: str | Path, state_dict: dict
     kw = {"state_dict": comp_state} if comp_state else {}
     comp.save_pretrained(out / ("compressor_lora" if is_lora else "compressor"), **kw)
     head_state = head_state or model.head.state_dict()
-    torch.save({k: v.detach().cpu() for k, v in head_state.items()}, out / HEAD_FILE)
+    # clone: under DeepSpeed on CPU the head's tensors are views of the flat buffer of every trainable weight,
+    # which torch.save would write whole
+    torch.save({k: v.detach().cpu().clone() for k, v in head_state.items()}, out / HEAD_FILE)
     return is_lora
 
 
