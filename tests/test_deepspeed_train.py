@@ -118,7 +118,7 @@ def test_disk_estimate_matches_a_zero2_checkpoint(tiny, zero2_reference):
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in module.values()}
     optim = torch.load(step / "zero_pp_rank_0_mp_rank_00_optim_states.pt", map_location="cpu", weights_only=False)
     osd = optim["optimizer_state_dict"]
-    opt_tensors = [t for t in osd["single_partition_of_fp32_groups"]]
+    opt_tensors = list(osd["single_partition_of_fp32_groups"])
     opt_tensors += [t for st in osd["base_optimizer_state"]["state"].values() for t in st.values() if t.numel() > 1]
     counted = sum(storages.values()) + sum(t.numel() * t.element_size() for t in opt_tensors)
     assert counted == pytest.approx(est.checkpoint_bytes, rel=0.01)  # DeepSpeed pads its flat partitions
