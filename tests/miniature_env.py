@@ -100,7 +100,8 @@ def _main(argv: list[str]) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     for job in jobs:
         s = m.settings(job["decoder"], job["compressor"], **job.get("deepspeed", {}))
-        s["runtime"]["checkpoint_every"] = 2  # a ZeRO checkpoint of the (partitioned) state is written too
+        # a ZeRO checkpoint of the (partitioned) state is written too, and kept (its ds_config names the stage)
+        s["runtime"].update(checkpoint_every=2, keep_final_checkpoints=True)
         run = run_root / job["name"]
         if job.get("ranks"):  # several CPU ranks through the DeepSpeed launcher, as on a multi-GPU node
             from ctxcomp.train.launch import launch_training
