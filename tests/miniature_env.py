@@ -25,9 +25,12 @@ MIRROR = {"qwen3-0.6b": "qwen3", "qwen3-4b": "qwen3", "qwen3-32b": "qwen3", "lla
 SMALL = {
     # config.yaml's dynamics cell is one of the trained cells: same few steps (its probe checkpoints are kept)
     "dynamics": {"compressor": "qwen3-0.6b", "ratio": 16, "max_steps": 2, "probe_every": 2},
+    # every Qwen3 entry is the same miniature, so a LoRA entry's twin (the one full entry with its hf_id) would be
+    # ambiguous: no LoRA control here (tests/test_hostile_dag.py and the tiny pipeline run it)
+    "lora_control": {"compressors": [], "ratios": []},
     "segment": {"segment_tokens": 64, "continuation_tokens": 16, "max_segments": 2},
     "train": {"max_steps": 2, "global_batch_size": 2, "micro_batch_size": 1, "warmup_steps": 1,
-              "checkpoint_every": 100, "probe_every": 2, "probe_batch_size": 2, "keep_checkpoints": 1,
+              "checkpoint_every": 100, "probe_every": 2, "probe_batch_size": 2, "keep_checkpoints": 2,
               "lora": {"r": 4, "alpha": 8, "dropout": 0.0,
                        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                           "down_proj"]}},
@@ -63,9 +66,11 @@ class Minis:
         return load_config(ROOT / "config.yaml", overrides=deep_merge({"models": models, **SMALL}, extra))
 
     def settings(self, decoder: str, compressor: str, ratio: int = 16, **deepspeed) -> dict:
-        from ctxcomp.config import Cell, train_settings
+        from ctxcomp.config import Cell, train_runtime, train_settings
 
-        s = train_settings(self.config(), Cell(decoder, compressor, ratio))
+        cfg, cell = self.config(), Cell(decoder, compressor, ratio)
+        s = train_settings(cfg, cell)
+        s["runtime"] = train_runtime(cfg, cell)  # as the rule script adds it (checkpointing is not a parameter)
         s["compressor"]["deepspeed"].update(deepspeed)
         return s
 
@@ -95,7 +100,8 @@ def _main(argv: list[str]) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     for job in jobs:
         s = m.settings(job["decoder"], job["compressor"], **job.get("deepspeed", {}))
-        s["train"]["checkpoint_every"] = 2  # a ZeRO checkpoint of the (partitioned) state is written too
+        # a ZeRO checkpoint of the (partitioned) state is written too, and kept (its ds_config names the stage)
+        s["runtime"].update(checkpoint_every=2, keep_final_checkpoints=True)
         run = run_root / job["name"]
         if job.get("ranks"):  # several CPU ranks through the DeepSpeed launcher, as on a multi-GPU node
             from ctxcomp.train.launch import launch_training

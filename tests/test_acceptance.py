@@ -23,6 +23,7 @@ def test_cpu_mode_trains_both_engines_evaluates_every_task_and_matches_the_estim
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((tmp_path / "RESULTS-acceptance-cpu.json").read_text())
     assert [(r["engine"], r["attn"]) for r in res["training"]] == [("torch", "sdpa"), ("deepspeed-zero2", "sdpa")]
+    assert res["vocab"] == {"compressor": 151_936, "decoder": 128_256}
     for r in res["training"]:
         assert len(r["losses"]) == 2 and all(math.isfinite(x) for x in r["losses"])
         assert r["saved_estimate"] == pytest.approx(r["saved_measured"], rel=mp.ACTIVATION_MARGIN)
@@ -63,3 +64,5 @@ def test_committed_cpu_results_are_current():
     assert res["mode"] == "cpu" and res["failed"] == []
     assert all(len(r["losses"]) >= 20 for r in res["training"])
     assert res["shapes"]["compressor"] == acceptance.TINY_COMP and res["shapes"]["decoder"] == acceptance.TINY_DEC
+    # the miniatures keep the real vocabularies (and tokenizer layouts) at the tiny widths
+    assert res["vocab"] == {"compressor": 151_936, "decoder": 128_256}

@@ -97,6 +97,39 @@ def test_zero2_single_process_trains_only_the_trainable_part(zero2_reference):
     assert any(k.startswith("compressor.") for k in state["module"]) and "head.memory" in state["module"]
 
 
+def test_disk_estimate_matches_a_zero2_checkpoint(tiny, zero2_reference):
+    """ctxcomp.disk_plan against the files DeepSpeed wrote: fp32 master copy and both moments (optimizer file), the
+    trainable module weights and the tied LM head of the frozen decoder, which DeepSpeed keeps under its second
+    name (module file); fp32 on CPU."""
+    from ctxcomp import disk_plan
+    from ctxcomp import memory_plan as mp
+    from ctxcomp.config import load_config
+    from helpers_tiny import ROOT
+
+    run, _ = zero2_reference
+    cfg = load_config(ROOT / "config.yaml", ROOT / "workflow" / "presets" / "tiny.yaml")
+    s = tiny.settings(**SHORT, engine="deepspeed")
+    shape = mp.train_shape(cfg, s, device="cpu")
+    assert (shape.engine, shape.zero_stage, shape.dec.tied) == ("deepspeed", 2, True)
+    est = disk_plan.estimate_disk(shape, s["train"])
+    _, step = latest_checkpoint(run / "checkpoints")
+    module = torch.load(step / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    assert "decoder.lm_head.weight" in module  # the frozen, tied head's alias
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in module.values()}
+    optim = torch.load(step / "zero_pp_rank_0_mp_rank_00_optim_states.pt", map_location="cpu", weights_only=False)
+    osd = optim["optimizer_state_dict"]
+    opt_tensors = list(osd["single_partition_of_fp32_groups"])
+    opt_tensors += [t for st in osd["base_optimizer_state"]["state"].values() for t in st.values() if t.numel() > 1]
+    counted = sum(storages.values()) + sum(t.numel() * t.element_size() for t in opt_tensors)
+    assert counted == pytest.approx(est.checkpoint_bytes, rel=0.01)  # DeepSpeed pads its flat partitions
+    files = sum(f.stat().st_size for f in step.iterdir())  # + RNG states, config, manifest, pickle framing
+    assert est.checkpoint_bytes < files < est.checkpoint_bytes + 100_000
+    # final/: the head alone, not the flat buffer of every trainable weight its tensors are views of
+    final = run / "final"
+    saved = (final / "compressor" / "model.safetensors").stat().st_size + (final / "head.pt").stat().st_size
+    assert est.weights_bytes == pytest.approx(saved, rel=0.03)
+
+
 def test_zero2_interrupted_and_resumed_equals_uninterrupted(tiny, zero2_reference, tmp_path):
     ref, _ = zero2_reference
     run = tmp_path / "run"

@@ -16,9 +16,8 @@ from ctxcomp import config as C
 from ctxcomp.data.qa import prepare_qa
 from ctxcomp.data.readers import DataError, read_rows
 from ctxcomp.io import read_jsonl, write_json, write_jsonl
-from ctxcomp.questions import generate_questions
 from ctxcomp.questions.backends import RedactingFilter, redact
-from ctxcomp.questions.run import QuestionsIncomplete
+from ctxcomp.questions.run import QuestionsIncomplete, generate_questions
 from openai_stub_server import error, questions_json, reply, stub_server  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -263,7 +263,8 @@ def test_generation_stops_on_every_eos_of_the_instruct_decoder(trained):
 def test_eval_device_map_spreads_both_models_over_the_gpus(tmp_path, compressor, kind, gpus, too_few):
     """32B and 90B evaluation (config.yaml: eval_resources.gpu 2 and 4): the published configs' shapes (meta-device
     skeletons, no weights) planned together with the 8B decoder over that many 80 GB GPUs; whole layers only, each
-    GPU within its budget; too few GPUs do not fit and says which setting to raise."""
+    GPU within its budget and its share of both models (plus one block); too few GPUs do not fit and says which
+    setting to raise."""
     from accelerate.utils import compute_module_sizes
 
     from ctxcomp.model.load import EVAL_HEADROOM, eval_device_maps, skeleton
@@ -275,18 +276,25 @@ def test_eval_device_map_spreads_both_models_over_the_gpus(tmp_path, compressor,
     cmap, dmap = eval_device_maps(str(comp), str(dec), torch.bfloat16, {i: gpu for i in range(gpus)})
     assert set(cmap.values()) | set(dmap.values()) == set(range(gpus))
     used = dict.fromkeys(range(gpus), 0)
+    total = block = 0
     for src, dm in ((comp, cmap), (dec, dmap)):
         sk = skeleton(str(src))
         sizes = compute_module_sizes(sk, dtype=torch.bfloat16)
         placed = set(dm)
         assert sum(sizes[k] for k in placed) == sizes[""]  # every weight placed exactly once
         assert all(k.count(".") <= 2 for k in placed if ".layers." in f".{k}")  # no layer split across GPUs
-        for i in range(sk.config.get_text_config().num_hidden_layers):  # each layer inside one placed module
+        n_layers = sk.config.get_text_config().num_hidden_layers
+        for i in range(n_layers):  # each layer inside one placed module
             layer = f"model.layers.{i}"
             assert sum(1 for k in placed if k == "" or layer == k or layer.startswith(k + ".")) == 1, layer
         for k, d in dm.items():
             used[d] += sizes[k]
+        total += sizes[""]
+        block = max(block, sizes["model.embed_tokens"], sizes.get("lm_head", 0),
+                    *(sizes[f"model.layers.{i}"] for i in range(n_layers)))
     assert all(u <= gpu * (1 - EVAL_HEADROOM) for u in used.values()), used
+    # both models together are spread evenly: no GPU holds more than its share and one unsplittable block
+    assert all(u <= total / gpus + block for u in used.values()), (used, total / gpus, block)
     with pytest.raises(MemoryError, match="eval_resources.gpu"):
         eval_device_maps(str(comp), str(dec), torch.bfloat16, {i: gpu for i in range(too_few)})
 

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ctxcomp.questions import DIMENSIONS, generate_questions
+from ctxcomp.questions import DIMENSIONS
 from ctxcomp.questions.offline import offline_questions
+from ctxcomp.questions.run import generate_questions
 from ctxcomp.questions.settings import QuestionSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ctxcomp.questions import generate_questions
 from ctxcomp.questions import run as run_module
+from ctxcomp.questions.run import generate_questions
 from openai_stub_server import USAGE, error, questions_json, reply, slow, stub_server  # noqa: F401 (fixture)
 
 KEY_ENV = "CTXCOMP_TEST_QUESTIONS_KEY"

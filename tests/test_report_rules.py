@@ -121,7 +121,14 @@ def test_every_artifact_has_a_category_and_a_caption_that_renders(cfg):
         (ROOT / "workflow/report/fig3b_erank_steps.rst").read_text()).render(snakemake=Smk).replace("\n", " ")
 
 
-def test_lora_control_target_without_config_fails_with_a_message():
-    proc = run_snakemake(["lora_control", "-n", "--nolock", *TINY], cwd=ROOT, check=False)
-    assert proc.returncode != 0
-    assert "config has no `lora_control` section" in proc.stdout + proc.stderr
+def test_lora_control_target_without_config_fails_with_a_message(tmp_path, cfg):
+    """The tiny preset (like config.yaml) has a lora_control section: an overlay empties it (schema: empty = none).
+    Both the target and the report rule's own input name the missing section (tests/test_hostile_dag.py plans the
+    control with the section)."""
+    none = tmp_path / "no_lora_control.yaml"
+    none.write_text("lora_control: {compressors: [], ratios: []}\n")
+    report = paths.RunPaths(C.outdir(cfg)).lora_control_report_files()[0]
+    for target in ("lora_control", report):
+        proc = run_snakemake([target, "-n", "--nolock", *TINY, str(none)], cwd=ROOT, check=False)
+        assert proc.returncode != 0, target
+        assert "config has no `lora_control` section" in proc.stdout + proc.stderr, target

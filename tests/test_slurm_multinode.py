@@ -40,7 +40,9 @@ DRIVER = textwrap.dedent("""
     for k in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_JOB_ID"]:
         del os.environ[k]  # what the Slurm plugin's job step leaves
     env = TinyEnv(root)
-    s = env.settings(engine="deepspeed", max_steps=steps, checkpoint_every=10**6, probe_every=10)
+    # keep_final_checkpoints: the first job's checkpoint is inspected after the second job has finished
+    s = env.settings(engine="deepspeed", max_steps=steps, checkpoint_every=10**6, probe_every=10,
+                     keep_final_checkpoints=True)
     s["compressor"].update(gpus=1, nodes=2)
     print("COMMAND " + json.dumps(launch.launch_command(s, "ARGS")), flush=True)
     launch.launch_training(s, str(env.train), str(env.probe), run, env.outputs(run), engine="deepspeed")

@@ -1,11 +1,15 @@
 """Disk a cell's training leaves behind: checkpoints while it runs, the trained model after, estimated in advance.
 
 What is written (ctxcomp.train.checkpoint, ctxcomp.train.ds_engine, ctxcomp.model.load.save_trained):
-- every `checkpoint_every` steps a resumable checkpoint of the trainable part: the torch engine's state.pt holds
-  fp32 weights and both AdamW moments (the frozen decoder is never saved); DeepSpeed saves the bf16 module weights
-  of trainable parameters (`exclude_frozen_parameters`, ZeRO-0..2; ZeRO-3 keeps only its small partitioned module
-  files) and, split over the ranks, the fp32 master copy and both moments. A Qwen3-8B full fine-tune checkpoint is
-  2 + 12 bytes per parameter, about 115 GB;
+- every `checkpoint_every` steps a resumable checkpoint of the trainable part, a `step_*` directory with its
+  MANIFEST.json (size and sha256 of every file) and COMPLETE (bytes, not counted): the torch engine's state.pt
+  holds fp32 weights, both AdamW moments and their step counters (the frozen decoder is never saved); DeepSpeed
+  saves the module weights of trainable parameters in the module's dtype (bf16 on GPU, fp32 on CPU;
+  `exclude_frozen_parameters`, ZeRO-0..2; ZeRO-3 keeps only its small partitioned module files) and, split over
+  the ranks, the fp32 master copy and both moments. DeepSpeed drops a frozen parameter from the module file under
+  its first name only: the tied LM head of a frozen model (a Qwen3 or tiny decoder, a LoRA compressor's base) is
+  saved under its second name (ZeRO-0..2). A Qwen3-8B full fine-tune checkpoint under ZeRO-3 is 12 bytes per
+  parameter, about 99 GB;
 - `keep_checkpoints` are kept, and a new one is complete before the oldest is pruned: keep + 1 at the peak;
 - final/: the compressor (full weights in the module's dtype, or the LoRA adapter) + the head + both tokenizers;
 - the dynamics cell also keeps its compressor at every probe checkpoint (probe_checkpoints/).
@@ -66,8 +70,11 @@ def estimate_disk(s: TrainShape, train: dict) -> DiskEstimate:
         ckpt = 4 * trainable + 8 * used + 4 * n_used  # weights, AdamW moments and step counters, all fp32
         wbytes = 4
     else:
-        ckpt = 12 * trainable + (0 if s.zero_stage == 3 else 2 * trainable)
         wbytes = 2 if s.device == "cuda" else 4
+        # frozen models' tied heads (state_dict keeps the alias of a parameter excluded under its first name)
+        frozen_tied = [d for d, frozen in ((s.comp, s.finetune == "lora"), (s.dec, True)) if frozen and d.tied]
+        aliases = sum(d.vocab * d.hidden for d in frozen_tied)
+        ckpt = 12 * trainable + (0 if s.zero_stage == 3 else wbytes * (trainable + aliases))
     saved = wbytes * (weights + head)
     final = saved + TOKENIZER_BYTES_PER_TOKEN * (s.comp.vocab + s.dec.vocab)
     probes = probe_checkpoints(train) * saved
@@ -75,8 +82,11 @@ def estimate_disk(s: TrainShape, train: dict) -> DiskEstimate:
                         bool(train.get("keep_final_checkpoints", False)), weights_bytes=saved)
 
 
-def disk_estimate(cfg: dict, cell: Any, device: str = "cuda") -> DiskEstimate:
-    from .config import train_settings
+def disk_estimate(cfg: dict, cell: Any, device: str = "cuda", dynamics: bool = False) -> DiskEstimate:
+    """`dynamics`: the separate dynamics run of the dynamics cell (its steps, probe checkpoints kept)."""
+    from .config import train_runtime, train_settings
 
-    settings = train_settings(cfg, cell)
-    return estimate_disk(train_shape(cfg, settings, device), settings["train"])
+    settings = train_settings(cfg, cell, dynamics)
+    # how many checkpoints are kept is a runtime key, not a training parameter
+    train = {**settings["train"], **train_runtime(cfg, cell, dynamics)}
+    return estimate_disk(train_shape(cfg, settings, device), train)

@@ -20,25 +20,31 @@ What is modelled (the design of ctxcomp.model.load / ctxcomp.train, read from th
   (RMSNorm keeps an fp32 copy of its input, attention keeps q, k, v, output and log-sum-exp, SwiGLU keeps three
   intermediate tensors, ...); a trainable layer also keeps the inputs of its weight gradients, a frozen one only
   what its input gradient needs. SDPA with a padding mask repeats k/v to all heads and keeps the (B, S, S) mask
-  per layer; FlashAttention-2 keeps k/v at the KV heads and no mask. Gradient checkpointing keeps each layer's input
-  and recomputes one layer at a time in backward. Mllama cross-attention layers are skipped on text (no activations).
+  per layer; FlashAttention-2 keeps k/v at the KV heads and no mask. Gradient checkpointing
+  (`train.gradient_checkpointing`) applies to compressor and decoder alike (the frozen decoder's layer modules carry
+  the training flag that makes transformers recompute them, ContextCompressor.train): each layer keeps its input
+  and is recomputed one at a time in backward. Mllama cross-attention layers are skipped on text (no activations).
 - Gradient accumulation: from the second micro-batch on, every gradient exists during forward and backward, so the
   peak is weights + optimizer + gradients + activations + the largest transient (logits, or one recomputed layer and
   its gradients), or weights + optimizer + gradients + the optimizer step's temporaries, whichever is larger.
-- Logits: with `loss_chunk_tokens` None (the loss over full logits, as in ContextCompressor.target_nll) the fp32
-  log-softmax of every target position is kept for backward; with a chunk size (the chunked loss), only one chunk's
-  logits exist at a time. `loss_chunk_tokens` comes from `train.loss_chunk_tokens` or, failing that, from
-  `ctxcomp.model.compressor.LOSS_CHUNK_TOKENS` when the model code defines it.
+- Loss: ctxcomp.model.loss runs the frozen LM head over the target positions in chunks of
+  `rows_per_chunk(vocab)` rows (its CHUNK_ELEMENTS logits) and keeps, for backward, the (positions x d) gradient
+  w.r.t. the hidden states it computes in forward (and the int64 indices of the real target positions): one chunk
+  of fp32 logits, its softmax and their cast to the head's dtype exist at a time, never (positions x vocab).
+  `TrainShape.loss_chunk = None` models a loss over materialised logits instead (the fp32 log-softmax of every
+  position kept), for comparison only.
 - Lengths: compressor rows are L + M (+ BOS) tokens; the decoder runs both targets in one batch of 2 x micro-batch
   rows of P + T tokens, P = M + 3 (+ BOS), T = max(L + 1, continuation) (a segment re-tokenised by the decoder is
   assumed to be about L tokens; the collator caps it at 2L).
 
 Not modelled: the CUDA context, NCCL buffers and allocator fragmentation (the plan keeps `RESERVE_GIB` and
-`FRAGMENTATION` free), temporary buffers inside kernels, and the transient full copy a loader without zero.Init would
-make. Evaluation: one GPU holds the whole cell in bf16 (ctxcomp.model.load.load_trained moves the model to one
-device), plus the largest of: the KV cache of greedy reconstruction or answering, candidate scoring logits, the
-chunked entropy probe, one compression batch. Questions are assumed to be at most `QUESTION_TOKENS` tokens and
-candidates at most `CANDIDATE_TOKENS`.
+`FRAGMENTATION` free), temporary buffers inside kernels. Evaluation: the cell in bf16, LoRA merged, sharded over the
+job's `eval_resources.gpu` GPUs by one accelerate device map for compressor and decoder together
+(ctxcomp.model.load.eval_device_maps: each GPU gets an even share of both models plus at most one unsplittable
+block, a layer, the embeddings or the LM head), plus the largest of: the KV cache of greedy reconstruction or
+answering, candidate scoring logits, the chunked entropy probe, one compression batch, counted whole on one GPU
+(the decoder's layers and head may all sit on one). Questions are assumed to be at most `QUESTION_TOKENS` tokens
+and candidates at most `CANDIDATE_TOKENS`.
 
 Accuracy (tests/test_memory_plan.py): parameter, gradient and optimizer bytes match the tensors of real models
 built through ctxcomp.model.load exactly; saved activations match torch.autograd.graph.saved_tensors_hooks on CPU
@@ -50,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import model_dims as md
 from .model_dims import LINEAR_SHAPES, ArchDims, dims_of
 
 GIB = 2**30
@@ -151,9 +158,6 @@ class Precision:
 FP32 = Precision(4, 4, 4, 4)
 BF16 = Precision(2, 2, 2, 1)
 AUTOCAST = Precision(2, 4, 2, 1, cast_per_call=True)
-#: The frozen decoder stays in eval mode (ContextCompressor.train), and transformers checkpoints a layer only in
-#: training mode: `gradient_checkpointing` therefore applies to the compressor alone.
-DECODER_CHECKPOINTED = False
 
 
 def _norm(width: int, rows: int, keep_normed: bool, normed_bytes: int) -> int:
@@ -241,16 +245,19 @@ def head_saved(num_memory: int, batch: int, comp_seq: int, d_comp: int, d_dec: i
 def logits_bytes(rows: int, vocab: int, act: int, chunk: int | None, hidden: int = 0) -> tuple[int, int]:
     """(kept for backward, transient) bytes of the loss over `rows` target positions.
 
-    Full logits: the fp32 log-softmax is kept (plus int64 targets and mask); forward briefly holds the LM-head
-    output and its fp32 copy, backward the fp32 gradients of the log-softmax and of its input. Chunked: the hidden
-    states each chunk recomputes its logits from are kept, and one chunk of logits exists at a time, in forward and
-    in the recomputed backward."""
-    up = 4 if act != 4 else 0  # the fp32 copy of bf16 logits (none when the logits are fp32 already)
+    Chunked (ctxcomp.model.loss.frozen_head_nll, `chunk` rows at a time): kept are the gradient w.r.t. the hidden
+    states, (rows x hidden) in the compute dtype, and the int64 indices of the target positions; a chunk's forward
+    holds its fp32 logits, their softmax (fp32) and its cast to the head's dtype (none when that is fp32).
+    Full logits (`chunk` None, for comparison): the fp32 log-softmax is kept (plus int64 targets and mask);
+    forward briefly holds the LM-head output and its fp32 copy, backward the fp32 gradients of the log-softmax and
+    of its input."""
     if chunk is None:
+        up = 4 if act != 4 else 0  # the fp32 copy of bf16 logits (none when the logits are fp32 already)
         saved = 4 * rows * vocab + 16 * rows
         return saved, max((act + up) * rows * vocab, 8 * rows * vocab)
     c = min(chunk, rows)
-    return 16 * rows + act * rows * hidden, (12 + act) * c * vocab
+    cast = act if act != 4 else 0  # the softmax cast to the head's dtype (none when that is fp32)
+    return 8 * rows + act * rows * hidden, (8 + cast) * c * vocab
 
 
 # ----------------------------------------------------------------------------------------------- estimate
@@ -329,13 +336,11 @@ class TrainShape:
         return self.target_tokens if self.target_tokens is not None else max(self.segment + 1, self.continuation)
 
 
-def loss_chunk_of(train: dict) -> int | None:
-    if train.get("loss_chunk_tokens"):
-        return int(train["loss_chunk_tokens"])
-    from .model import compressor
+def loss_chunk_of(vocab: int) -> int:
+    """Target positions per chunk of the training loss at this vocabulary (ctxcomp.model.loss)."""
+    from .model.loss import rows_per_chunk
 
-    chunk = getattr(compressor, "LOSS_CHUNK_TOKENS", None)
-    return int(chunk) if chunk else None
+    return rows_per_chunk(vocab)
 
 
 def train_shape(cfg: dict, settings: dict, device: str = "cuda") -> TrainShape:
@@ -344,6 +349,7 @@ def train_shape(cfg: dict, settings: dict, device: str = "cuda") -> TrainShape:
     from .train.engine import choose_engine
 
     tr, comp = settings["train"], settings["compressor"]
+    dec = dims_of(cfg, settings["decoder"]["name"], settings["decoder"].get("source"))
     gpus, nodes = max(1, int(comp.get("gpus") or 1)), max(1, int(comp.get("nodes") or 1))
     world = gpus * nodes
     engine = choose_engine({**settings, "compressor": {**comp, "gpus": gpus}}, tr.get("engine", "auto"))
@@ -353,15 +359,14 @@ def train_shape(cfg: dict, settings: dict, device: str = "cuda") -> TrainShape:
     if engine == "deepspeed":
         dsc = ds_config({**settings, "train": {**tr}}, world, device)
     return TrainShape(
-        comp=dims_of(cfg, comp["name"], comp.get("source")),
-        dec=dims_of(cfg, settings["decoder"]["name"], settings["decoder"].get("source")), finetune=comp["finetune"],
+        comp=dims_of(cfg, comp["name"], comp.get("source")), dec=dec, finetune=comp["finetune"],
         lora=tr.get("lora") if comp["finetune"] == "lora" else None, micro_batch=int(tr["micro_batch_size"]),
         segment=int(settings["segment"]["segment_tokens"]),
         continuation=int(settings["segment"]["continuation_tokens"]), ratio=int(settings["cell"]["ratio"]),
         checkpointing=bool(tr.get("gradient_checkpointing")), attn=tr.get("attn_implementation", "sdpa"),
         engine=engine, world=world if engine == "deepspeed" else 1, gpus_per_node=gpus, device=device,
         zero_stage=stage, offload_optimizer=bool(ds.get("offload_optimizer")) and stage > 0, ds_config=dsc,
-        loss_chunk=loss_chunk_of(tr))
+        loss_chunk=loss_chunk_of(dec.vocab))
 
 
 def precision_of(s: TrainShape) -> tuple[Precision, Precision]:
@@ -383,12 +388,11 @@ def activation_parts(s: TrainShape, checkpointing: bool | None = None) -> dict[s
     mode = "full" if s.finetune == "full" else "lora"
     rows_d, seq_d = 2 * B, s.dec_prefix + s.dec_target
     comp = model_saved(s.comp, B, s.comp_seq, pc, mode, ckpt, s.lora, s.attn, s.masked, s.comp_seq - M)
-    dec_ckpt = ckpt and DECODER_CHECKPOINTED
-    dec = model_saved(s.dec, rows_d, seq_d, pd, "frozen", dec_ckpt, None, s.attn, True)
+    dec = model_saved(s.dec, rows_d, seq_d, pd, "frozen", ckpt, None, s.attn, True)
     head = head_saved(M, B, s.comp_seq, s.comp.hidden, s.dec.hidden, pc)
     logits_kept, logits_peak = logits_bytes(rows_d * s.dec_target, s.dec.vocab, pd.act, s.loss_chunk, s.dec.hidden)
     layer = max(layer_transient(s.comp, B, s.comp_seq, pc, mode, ckpt, s.lora, s.attn, s.masked),
-                layer_transient(s.dec, rows_d, seq_d, pd, "frozen", dec_ckpt, None, s.attn, True))
+                layer_transient(s.dec, rows_d, seq_d, pd, "frozen", ckpt, None, s.attn, True))
     return {"act_compressor": comp, "act_head": head, "act_decoder": dec, "act_logits": logits_kept,
             "transient": max(logits_peak, layer)}
 
@@ -460,19 +464,25 @@ def estimate_training(s: TrainShape) -> MemoryEstimate:
     return est
 
 
-def train_estimate(cfg: dict, cell: Any, device: str = "cuda") -> MemoryEstimate:
+def train_estimate(cfg: dict, cell: Any, device: str = "cuda", dynamics: bool = False) -> MemoryEstimate:
     from .config import train_settings
 
-    return estimate_training(train_shape(cfg, train_settings(cfg, cell), device))
+    return estimate_training(train_shape(cfg, train_settings(cfg, cell, dynamics), device))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: dict, segment: int,
                   max_segments: int, gpus: int, device: str = "cuda") -> MemoryEstimate:
-    """One evaluation/probe job: the merged cell in bf16 on one GPU and the largest task buffer."""
+    """One evaluation/probe job: the merged cell in bf16 over `gpus` GPUs (one device map for both models) and the
+    largest task buffer, per GPU."""
     b = 2 if device == "cuda" else 4
+    n = max(1, int(gpus)) if device == "cuda" else 1
     groups = cell_tensors(comp, dec, "full", None, num_memory)  # LoRA is merged into the base for evaluation
-    weights = b * _sum(groups, trainable=True) + b * _sum(groups, trainable=False)
+    total = b * _sum(groups, trainable=True) + b * _sum(groups, trainable=False)
+    # eval_device_maps: an even share per GPU plus at most the largest block that cannot be split
+    block = b * max(max(md.layer_params(d), md.embedding_params(d), md.lm_head_params(d),
+                        md.cross_layer_params(d) if d.cross_layers else 0) for d in (comp, dec))
+    weights = total if n == 1 else min(total, -(-total // n) + block)
     bs = int(ev["batch_size"])
     prefix = num_memory + 3 + (1 if dec.bos else 0)
     kv_token = dec.self_layers * 2 * dec.kv_width * b
@@ -488,10 +498,10 @@ def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: dict, segm
     compress = comp_tokens * (3 * comp.hidden + comp.q_width + 2 * comp.kv_width + 3 * comp.intermediate) * b
     parts = {"weights": weights, "kv_cache": int(kv), "scoring_logits": score, "entropy_chunk": entropy,
              "compress": compress}
-    est = MemoryEstimate("eval", "eval", gpus, parts=parts,
+    est = MemoryEstimate("eval", "eval", n, parts=parts,
                          peak_bytes=weights + max(int(kv), score, entropy, compress))
-    if gpus > 1:
-        est.notes.append(f"{gpus} GPUs asked for, the loader uses one")
+    if n > 1:
+        est.notes.append(f"evaluation weights sharded over {n} GPUs (one device map for compressor and decoder)")
     return est
 
 

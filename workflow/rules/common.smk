@@ -177,10 +177,7 @@ def lora_control_outputs():
     cells = []
     for cell in LORA_CONTROL_CELLS:
         cells += [cell, C.Cell(cell.decoder, C.lora_twin(config, cell.compressor), cell.ratio)]
-    out = cell_results(list(dict.fromkeys(cells)))
-    if "report_lora_control" in {r.name for r in workflow.rules}:
-        out += P.lora_control_report_files()
-    return out
+    return cell_results(list(dict.fromkeys(cells))) + P.lora_control_report_files()
 
 
 def cell_results(cells):

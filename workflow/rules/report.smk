@@ -38,10 +38,14 @@ def main_report_inputs():
     return cell_results(MAIN_CELLS) + dynamics_inputs()
 
 
-def lora_control_target(wildcards):
-    """Target lora_control: an input function, so that only asking for it without the config section fails."""
+def _require_lora_pairs():
     if not LORA_PAIRS:
         raise WorkflowError("target lora_control: config has no `lora_control` section (compressors, ratios)")
+
+
+def lora_control_target(wildcards):
+    """Target lora_control: an input function, so that only asking for it without the config section fails."""
+    _require_lora_pairs()
     return lora_control_outputs()
 
 
@@ -87,22 +91,26 @@ rule report_ablation:
         "../scripts/report_ablation.py"
 
 
-if LORA_PAIRS:
+def lora_control_cells_input(wildcards):
+    """Per-cell files of each LoRA cell and its twin; asking for the report without the config section fails."""
+    _require_lora_pairs()
+    return cell_results([c for pair in LORA_PAIRS for c in pair])
 
-    rule report_lora_control:
-        input:
-            cells=cell_results([c for pair in LORA_PAIRS for c in pair]),
-        output:
-            reported(P.lora_control_report_files()),
-        params:
-            out=report_dir,
-            pairs=[[lora.path, full.path] for lora, full in LORA_PAIRS],
-            models=REPORT_MODELS,
-        log:
-            P.log("report_lora_control"),
-        resources:
-            **cpu_resources(mem_mb=4000, runtime=30),
-        conda:
-            "../../envs/report.yaml"
-        script:
-            "../scripts/report_lora_control.py"
+
+rule report_lora_control:
+    input:
+        cells=lora_control_cells_input,
+    output:
+        reported(P.lora_control_report_files()),
+    params:
+        out=report_dir,
+        pairs=[[lora.path, full.path] for lora, full in LORA_PAIRS],
+        models=REPORT_MODELS,
+    log:
+        P.log("report_lora_control"),
+    resources:
+        **cpu_resources(mem_mb=4000, runtime=30),
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_lora_control.py"

@@ -9,7 +9,7 @@ setup_job(snakemake)  # noqa: F821
 
 from ctxcomp import config as C  # noqa: E402
 from ctxcomp.io import read_jsonl  # noqa: E402
-from ctxcomp.questions import generate_questions  # noqa: E402
+from ctxcomp.questions.run import generate_questions  # noqa: E402
 
 path = snakemake.input.contexts  # noqa: F821
 rows = read_jsonl(path)

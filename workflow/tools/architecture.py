@@ -161,7 +161,7 @@ def rulegraph_dot() -> str:
     """`snakemake --rulegraph` of every target of the tiny preset, which uses every rule."""
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe) if exe.exists() else "snakemake", "--rulegraph", "dot", "--nolock", "--configfile",
-           *TINY_CONFIGS, "--", "all", "ablation", "paper"]
+           *TINY_CONFIGS, "--", "all", "ablation", "paper", "lora_control"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     start = proc.stdout.find("digraph")
     if start < 0:

@@ -4,13 +4,18 @@
     python -m ctxcomp.bench.acceptance --out DIR           # + DIR/RESULTS-acceptance-gpu.{md,json}
     python -m ctxcomp.bench.acceptance --cpu               # the same code at tiny shapes on CPU (the test suite)
 
-GPU mode: a Qwen3-0.6B-shaped compressor and a Llama-3-8B-shaped frozen decoder with random weights at the real
-vocabularies, bf16, at config.yaml's L, continuation, micro-batch, gradient checkpointing and evaluation settings
-(ratio 16). Training runs through the torch engine (fp32 master weights, bf16 autocast) and DeepSpeed ZeRO-2 (one
+GPU mode: a Qwen3-0.6B-shaped compressor and a Llama-3-8B-Instruct-shaped frozen decoder with random weights,
+written as checkpoints by ctxcomp.miniatures (REAL_DIMS: the published dimensions, the real vocabularies, the real
+special-token ids, generation configs and chat templates), bf16, at config.yaml's L, continuation, micro-batch,
+gradient checkpointing and evaluation settings (ratio 16). The checkpoints go to `--models-dir` (default: a
+temporary directory, about 20 GB, removed at the end) and are loaded by the pipeline's own loader
+(ctxcomp.model.load.build_for_training: frozen decoder bf16, compressor fp32 under the torch engine and bf16 under
+DeepSpeed). Training runs through the torch engine (fp32 master weights, bf16 autocast) and DeepSpeed ZeRO-2 (one
 rank), each with SDPA and, when installed, FlashAttention-2: `--steps` optimizer steps of two micro-batches each
 (gradient accumulation, as in every real run), cycling over four collated batches of C4 text so the loss can fall.
-Then one batch of every evaluation task (reconstruction, knowledge overwriting, semantic drift, rank truncation,
-probes) through ctxcomp.evaluate.
+The torch engine's model is saved as a trained cell and loaded back by ctxcomp.model.load.load_trained for one
+batch of every evaluation task (reconstruction, knowledge overwriting, semantic drift, rank truncation, probes)
+through ctxcomp.evaluate.
 
 Reported per configuration: step time, tokens/s, MFU (model FLOPs counted by FlopCounterMode without
 recomputation, over the best bf16 matmul rate measured in this run), peak memory (torch.cuda.max_memory_allocated)
@@ -18,9 +23,9 @@ next to ctxcomp.memory_plan's estimate for the same shapes, saved-for-backward b
 (saved_tensors_hooks) next to the estimate, and the loss per step. Exit status 1 when a loss is NaN/inf, a peak is
 off by more than memory_plan.PEAK_MARGIN, or saved activations by more than memory_plan.ACTIVATION_MARGIN.
 
-CPU mode exercises every step at tiny shapes in fp32 (DeepSpeed on gloo); there is no allocator peak on CPU, so
-the weights, gradient and optimizer bytes are counted from the tensors instead. FlashAttention-2 is GPU only.
-Models come from `build_pair` (transformers configs with the real dims): the one place to swap in other builders.
+CPU mode exercises every step at tiny widths (the real vocabularies and tokenizer layout) in fp32 (DeepSpeed on
+gloo); there is no allocator peak on CPU, so the weights, gradient and optimizer bytes are counted from the tensors
+instead. FlashAttention-2 is GPU only. Models come from `build_pair`: the one place to swap in other builders.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,20 +43,23 @@ from typing import Any
 
 import torch
 
-from .train_bench import C4, LLAMA3_8B, QWEN3_0_6B, count_flops, machine_info, matmul_peak
+from ..miniatures import REAL_DIMS
+from .train_bench import C4, count_flops, machine_info, matmul_peak
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
 CPU_RESULTS = HERE / "RESULTS-acceptance-cpu.md"
-TOKENIZER_VOCAB = 4096   # BPE trained on the C4 sample; the models keep their real vocabularies
 POOL = 4                 # distinct micro-batches cycled over the steps
 ACCUM = 2                # micro-batches per optimizer step
 RATIO = 16
+# miniature kinds (ctxcomp.miniatures) of the compressor and the decoder: Qwen3 and Llama-3-Instruct layouts
+COMP_KIND, DEC_KIND = "qwen3", "llama3-instruct"
 
-TINY_COMP = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, tie_word_embeddings=True)
-TINY_DEC = dict(vocab_size=4096, hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False)
+# CPU mode: tiny widths of the same structure (the vocabularies stay the real ones, 151,936 and 128,256)
+TINY_COMP = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+TINY_DEC = dict(hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, tie_word_embeddings=False)
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,9 @@ class Shapes:
 
 def paper_shapes(cfg: dict) -> Shapes:
     seg, tr = cfg["segment"], cfg["train"]
-    return Shapes(QWEN3_0_6B, LLAMA3_8B, seg["segment_tokens"], seg["continuation_tokens"], tr["micro_batch_size"],
-                  bool(tr.get("gradient_checkpointing")), dict(cfg["evaluate"]), int(seg.get("max_segments", 4)))
+    return Shapes(REAL_DIMS["qwen3-0.6b"], REAL_DIMS["llama3-8b-instruct"], seg["segment_tokens"],
+                  seg["continuation_tokens"], tr["micro_batch_size"], bool(tr.get("gradient_checkpointing")),
+                  dict(cfg["evaluate"]), int(seg.get("max_segments", 4)))
 
 
 def cpu_shapes(cfg: dict) -> Shapes:
@@ -78,20 +88,16 @@ def cpu_shapes(cfg: dict) -> Shapes:
 
 
 # ------------------------------------------------------------------------------------------------ building
-def build_pair(shapes: Shapes, device: torch.device, comp_dtype: torch.dtype, dec_dtype: torch.dtype, attn: str):
-    """Random-weight compressor (Qwen3) and decoder (Llama) of the given dims, created on `device`."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+def build_pair(shapes: Shapes, root: Path, device: torch.device, texts: list[str]) -> tuple[str, str]:
+    """Random-weight compressor (Qwen3) and decoder (Llama-3-Instruct) checkpoints of the given dims under `root`,
+    as ctxcomp.miniatures writes them (tokenizer with the real special tokens, generation config); their paths."""
+    from ..miniatures import build_miniature
 
-    with device:
-        comp = AutoModelForCausalLM.from_config(Qwen3Config(**shapes.comp), attn_implementation=attn, dtype=comp_dtype)
-        dec = AutoModelForCausalLM.from_config(LlamaConfig(**shapes.dec), attn_implementation=attn, dtype=dec_dtype)
-    return comp, dec
-
-
-def tokenizers(texts: list[str]):
-    from ..tiny.tokenizer import build_tokenizer
-
-    return build_tokenizer(texts, TOKENIZER_VOCAB, "qwen3"), build_tokenizer(texts, TOKENIZER_VOCAB, "llama")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # saved as published checkpoints are
+    comp = build_miniature(COMP_KIND, root / "compressor", seed=0, texts=texts, dtype=dtype, device=device,
+                           **shapes.comp)
+    dec = build_miniature(DEC_KIND, root / "decoder", seed=1, texts=texts, dtype=dtype, device=device, **shapes.dec)
+    return str(comp), str(dec)
 
 
 def c4_texts(n: int) -> list[str]:
@@ -113,28 +119,15 @@ def records(texts: list[str], n: int, chars: int = 6000) -> list[dict]:
              "continuation": stream[i * step + chars: (i + 1) * step]} for i in range(n)]
 
 
-def cell_model(shapes: Shapes, device: torch.device, engine: str, attn: str, comp_tok, dec_tok):
-    from ..model.compressor import ContextCompressor
-
-    cuda = device.type == "cuda"
-    # as ctxcomp.model.load.build_for_training: trainable fp32 (DeepSpeed casts to bf16), frozen decoder bf16
-    comp, dec = build_pair(shapes, device, torch.float32, torch.bfloat16 if cuda else torch.float32, attn)
-    if shapes.checkpointing:
-        for m in (comp, dec):
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = ContextCompressor(comp, dec, shapes.segment // RATIO, decoder_bos_id=dec_tok.bos_token_id,
-                              compressor_bos_id=comp_tok.bos_token_id)
-    return model.to(device)
-
-
-def train_settings(cfg: dict, shapes: Shapes, engine: str) -> dict:
+def train_settings(cfg: dict, shapes: Shapes, engine: str, sources: tuple[str, str], attn: str) -> dict:
     tr = {**cfg["train"], "micro_batch_size": shapes.micro_batch, "global_batch_size": shapes.micro_batch * ACCUM,
-          "gradient_checkpointing": shapes.checkpointing, "engine": engine}
+          "gradient_checkpointing": shapes.checkpointing, "engine": engine, "attn_implementation": attn}
     return {"train": tr, "segment": {"segment_tokens": shapes.segment, "continuation_tokens": shapes.continuation},
             "cell": {"decoder": "llama3-8b-shaped", "compressor": "qwen3-0.6b-shaped", "ratio": RATIO},
-            "compressor": {"name": "qwen3-0.6b-shaped", "finetune": "full", "gpus": 1, "nodes": 1,
+            "compressor": {"name": "qwen3-0.6b-shaped", "source": sources[0], "finetune": "full", "gpus": 1,
+                           "nodes": 1,
                            "deepspeed": {"zero_stage": 2, "offload_optimizer": False, "offload_param": False}},
-            "decoder": {"name": "llama3-8b-shaped"}, "seed": cfg["seed"]}
+            "decoder": {"name": "llama3-8b-shaped", "source": sources[1]}, "seed": cfg["seed"]}
 
 
 # ------------------------------------------------------------------------------------------------- meters
@@ -166,23 +159,27 @@ def _free(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _dims(kw: dict, model_type: str):
+def _dims(source: str):
+    """The plan's view of a saved checkpoint (its config.json)."""
+    from transformers import AutoConfig
+
     from ..model_dims import dims_from_config
 
-    return dims_from_config({**kw, "model_type": model_type, "bos_token_id": 1 if model_type == "llama" else None})
+    return dims_from_config(AutoConfig.from_pretrained(source))
 
 
 def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.device, batch: dict, attn: str):
     from .. import memory_plan as mp
     from ..train.deepspeed_config import ds_config
 
+    dec = _dims(settings["decoder"]["source"])
     shape = mp.TrainShape(
-        comp=_dims(shapes.comp, "qwen3"), dec=_dims(shapes.dec, "llama"), finetune="full", lora=None,
+        comp=_dims(settings["compressor"]["source"]), dec=dec, finetune="full", lora=None,
         micro_batch=shapes.micro_batch, segment=shapes.segment, continuation=shapes.continuation, ratio=RATIO,
         checkpointing=shapes.checkpointing, attn=attn, engine=engine, world=1, gpus_per_node=1,
         device=device.type, zero_stage=2 if engine == "deepspeed" else 0,
         ds_config=ds_config(settings, 1, device.type) if engine == "deepspeed" else None,
-        loss_chunk=mp.loss_chunk_of(settings["train"]), masked=bool((batch["comp_mask"] == 0).any()),
+        loss_chunk=mp.loss_chunk_of(dec.vocab), masked=bool((batch["comp_mask"] == 0).any()),
         comp_tokens=int(batch["comp_ids"].shape[1]),
         target_tokens=int(max(batch["re_ids"].shape[1], batch["nt_ids"].shape[1])))
     return shape, mp.estimate_training(shape)
@@ -190,18 +187,19 @@ def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.devi
 
 # ------------------------------------------------------------------------------------------------ training
 def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: str, attn: str, steps: int,
-                 toks, recs: list[dict]) -> dict[str, Any]:
-    from .. import memory_plan as mp
+                 sources: tuple[str, str], recs: list[dict], final: Path | None = None) -> dict[str, Any]:
+    """One training configuration; `final`: save the trained cell there (as the Trainer does) for the evaluation."""
     from ..model.collate import Collator, to_device
+    from ..model.load import build_for_training, pick_dtype, save_trained
     from ..train.engine import make_engine
 
-    comp_tok, dec_tok = toks
     _free(device)
     # whatever an earlier configuration left allocated (DeepSpeed keeps some state per process) is not this one's
     baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     torch.manual_seed(0)
-    settings = train_settings(cfg, shapes, engine_name)
-    model = cell_model(shapes, device, engine_name, attn, comp_tok, dec_tok)
+    settings = train_settings(cfg, shapes, engine_name, sources, attn)
+    # the pipeline's loader: bf16 frozen decoder, compressor fp32 (torch) or bf16 (DeepSpeed), checkpointing
+    model, comp_tok, dec_tok = build_for_training(settings, device, pick_dtype(device), engine_name)
     engine = make_engine(model, settings, engine_name)
     model = engine.module
     collate = Collator(comp_tok, dec_tok, shapes.segment, shapes.continuation)
@@ -238,10 +236,13 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     engine.step(tr["lr"], tr["grad_clip"])
     # model FLOPs of a step: counted without activation recomputation (the recomputed forward is not model work)
     if shapes.checkpointing:
-        model.compressor.gradient_checkpointing_disable()
+        for m in (model.compressor, model.decoder):
+            m.activation_checkpointing_disable()
     flops = count_flops(lambda: micro(pool[0])) * ACCUM
     if shapes.checkpointing:
-        model.compressor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for m in (model.compressor, model.decoder):
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.train()  # the decoder's layers take the training flag that makes them recompute
     micro(pool[1])
     engine.step(tr["lr"], tr["grad_clip"])
     if device.type == "cuda":
@@ -274,6 +275,8 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     else:  # no allocator peak on CPU: count the tensors the engine holds
         row["static_measured"] = _static_bytes(engine, model)
         row["static_estimate"] = sum(v for k, v in est.parts.items() if k.startswith("weights") or k == "optimizer")
+    if final is not None:
+        save_trained(model, comp_tok, dec_tok, final, {"settings": settings})
     return row
 
 
@@ -294,21 +297,17 @@ def _static_bytes(engine, model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def run_evaluation(shapes: Shapes, device: torch.device, toks, recs: list[dict]) -> dict[str, Any]:
+def run_evaluation(shapes: Shapes, device: torch.device, final: Path, recs: list[dict]) -> dict[str, Any]:
+    """One batch of every task on the trained cell `final`, loaded as an evaluation job loads it (load_trained)."""
     from .. import memory_plan as mp
     from ..evaluate import tasks
     from ..evaluate.probes import probe_batch
     from ..model.collate import Collator, to_device
-    from ..model.compressor import ContextCompressor
+    from ..model.load import load_trained
 
-    comp_tok, dec_tok = toks
     _free(device)
     baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    comp, dec = build_pair(shapes, device, dtype, dtype, "sdpa")
-    model = ContextCompressor(comp, dec, shapes.segment // RATIO, decoder_bos_id=dec_tok.bos_token_id,
-                              compressor_bos_id=comp_tok.bos_token_id).to(device=device, dtype=dtype).eval()
-    model.requires_grad_(False)
+    model, comp_tok, dec_tok, meta = load_trained(final, device, gpus=1)
     collate = Collator(comp_tok, dec_tok, shapes.segment, shapes.continuation)
     ev, bs = shapes.evaluate, int(shapes.evaluate["batch_size"])
     words = recs[0]["text"].split()
@@ -318,8 +317,9 @@ def run_evaluation(shapes: Shapes, device: torch.device, toks, recs: list[dict])
     sd = [{"status": "ok", "context_id": "sd-0", "context": recs[0]["text"] + " " + recs[0]["continuation"],
            "questions": [{"qid": f"q{j}", "dimension": "entity", "answerable": j % 4 != 0,
                           "question": f"What is item {j}?", "answer": words[j]} for j in range(bs)]}]
-    est = mp.estimate_eval(_dims(shapes.comp, "qwen3"), _dims(shapes.dec, "llama"), shapes.segment // RATIO, ev,
-                           shapes.segment, shapes.max_segments, 1, device.type)
+    sources = meta["settings"]["compressor"]["source"], meta["settings"]["decoder"]["source"]
+    est = mp.estimate_eval(_dims(sources[0]), _dims(sources[1]), shapes.segment // RATIO, ev, shapes.segment,
+                           shapes.max_segments, 1, device.type)
     jobs = {
         "recon_fineweb": lambda: tasks.reconstruction(model, collate, recs[:bs], bs, int(ev["recon_max_new_tokens"])),
         "ko_faitheval": lambda: tasks.knowledge_overwriting(model, collate, ko, bs, shapes.max_segments),
@@ -376,12 +376,12 @@ def checks(res: dict[str, Any]) -> list[str]:
     return bad
 
 
-def run(cfg: dict, cpu: bool, steps: int, attns: tuple[str, ...] | None = None) -> dict[str, Any]:
+def run(cfg: dict, cpu: bool, steps: int, attns: tuple[str, ...] | None = None,
+        models_dir: str | None = None) -> dict[str, Any]:
     device = torch.device("cpu" if cpu else "cuda")
     shapes = cpu_shapes(cfg) if cpu else paper_shapes(cfg)
     t_start = time.perf_counter()
     texts = c4_texts(400)
-    toks = tokenizers(texts[:300])
     need = max(POOL * shapes.micro_batch, int(shapes.evaluate["batch_size"]))
     recs = records(texts, need)
     dtype = torch.float32 if cpu else torch.bfloat16
@@ -392,16 +392,21 @@ def run(cfg: dict, cpu: bool, steps: int, attns: tuple[str, ...] | None = None) 
                                       "ratio": RATIO, "gradient_checkpointing": shapes.checkpointing},
                            "training": [], "skipped": []}
     attns = attns or (("sdpa",) if cpu else ("sdpa", "flash_attention_2"))
-    for attn in attns:
-        if attn == "flash_attention_2" and not _flash_available():
-            res["skipped"].append("flash_attention_2: the flash_attn package is not installed")
-            continue
-        for engine in ("torch", "deepspeed"):
-            row = run_training(cfg, shapes, device, engine, attn, steps, toks, recs)
-            row["mfu"] = row["flops_per_step"] / row["step_s"] / peak["flops_per_s"]
-            res["training"].append(row)
-    res["evaluation"] = run_evaluation(shapes, device, toks, recs)
-    _free(device)
+    with tempfile.TemporaryDirectory(prefix="acceptance-", dir=models_dir) as tmp:
+        root = Path(tmp)
+        sources = build_pair(shapes, root, device, texts[:300])
+        res["vocab"] = {"compressor": _dims(sources[0]).vocab, "decoder": _dims(sources[1]).vocab}
+        for attn in attns:
+            if attn == "flash_attention_2" and not _flash_available():
+                res["skipped"].append("flash_attention_2: the flash_attn package is not installed")
+                continue
+            for engine in ("torch", "deepspeed"):
+                final = root / "final" if (engine, attn) == ("torch", attns[0]) else None
+                row = run_training(cfg, shapes, device, engine, attn, steps, sources, recs, final)
+                row["mfu"] = row["flops_per_step"] / row["step_s"] / peak["flops_per_s"]
+                res["training"].append(row)
+        res["evaluation"] = run_evaluation(shapes, device, root / "final", recs)
+        _free(device)
     res["wall_s"] = time.perf_counter() - t_start
     res["failed"] = checks(res)
     return res
@@ -425,9 +430,11 @@ def report(res: dict[str, Any]) -> str:
     command = "python -m ctxcomp.bench.acceptance" + ("" if gpu else " --cpu")
     where = f"{m.get('gpu') or m['cpu']}" + (f" (CUDA {m.get('cuda')})" if gpu else "")
     comp, dec = sh["compressor"], sh["decoder"]
-    models = (f"- compressor {comp['hidden_size']}d x {comp['num_hidden_layers']} layers, vocab {comp['vocab_size']:,}; "
-              f"decoder {dec['hidden_size']}d x {dec['num_hidden_layers']} layers, vocab {dec['vocab_size']:,} "
-              f"(frozen); random weights; L = {sh['L']}, continuation {sh['continuation']}, ratio {sh['ratio']}, "
+    vocab = res["vocab"]
+    models = (f"- compressor {comp['hidden_size']}d x {comp['num_hidden_layers']} layers, vocab "
+              f"{vocab['compressor']:,} ({COMP_KIND}); decoder {dec['hidden_size']}d x {dec['num_hidden_layers']} "
+              f"layers, vocab {vocab['decoder']:,} ({DEC_KIND}, frozen); random weights, ctxcomp.miniatures "
+              f"checkpoints; L = {sh['L']}, continuation {sh['continuation']}, ratio {sh['ratio']}, "
               f"micro-batch {sh['micro_batch']} x {ACCUM} per step, gradient checkpointing "
               f"{sh['gradient_checkpointing']}")
     header = (f"| engine | attention | step | tokens/s | MFU | peak ({uname}) measured / estimate | saved for "
@@ -470,13 +477,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="config files: L, continuation, micro-batch and evaluation settings come from here")
     ap.add_argument("--out", default=None, help="directory for RESULTS-acceptance-<mode>.{md,json} "
                                                 "(CPU default: next to this module)")
+    ap.add_argument("--models-dir", default=None,
+                    help="where the random checkpoints are written (a temporary directory inside it, removed at the "
+                         "end; GPU mode: about 20 GB); default: the system's temporary directory")
     ns = ap.parse_args(argv)
     if not ns.cpu and not torch.cuda.is_available():
         print("ctxcomp.bench.acceptance needs a CUDA GPU (torch.cuda.is_available() is False); --cpu runs the same "
               "steps at tiny shapes.", file=sys.stderr)
         return 2
     cfg = load_config(*ns.configfile)
-    res = run(cfg, ns.cpu, ns.steps)
+    res = run(cfg, ns.cpu, ns.steps, models_dir=ns.models_dir)
     text = report(res)
     print(text)
     out = Path(ns.out) if ns.out else (HERE if ns.cpu else None)

@@ -1,7 +1,6 @@
 """Training benchmark: tokens/s, achieved FLOP/s against a measured matmul peak, and the Trainer's overhead.
 
     python -m ctxcomp.bench.train_bench [--out FILE] [--repeats N]          # tiny preset models, this machine
-    python -m ctxcomp.bench.train_bench --gpu-shape [--decoder-shape ...]   # Qwen3-0.6B-shaped compressor, bf16, GPU
 
 Tiny mode builds the tiny preset's models (random init: speed does not depend on the weights) with tokenizers
 trained on the shipped C4 sample, and for each compressor size compares, on the same batch:
@@ -12,9 +11,7 @@ attention; the frozen decoder's backward counts only the input-gradient half, as
 gradient). The peak is the best fp32 (CPU) or bf16 (GPU) square matmul of this process, measured in the same run.
 Trainer and bare timings alternate, so both see the same machine load; medians are reported.
 
-GPU mode: the ablation cell qwen3-0.6b -> qwen3-0.6b decoder (or a Llama-3-8B-shaped decoder, the main decoder) at
-the paper's shapes (L=256, ρ=16, micro batch 8, continuation 256), TorchEngine with bf16 autocast, gradient
-checkpointing as in config.yaml. MFU = model FLOPs (counted without activation recomputation) / step time / peak.
+Step time, tokens/s and MFU at the paper's shapes on a GPU node are measured by ctxcomp.bench.acceptance.
 """
 from __future__ import annotations
 
@@ -38,13 +35,6 @@ C4 = ROOT / "workflow" / "data" / "c4" / "c4_sample.jsonl"
 DEFAULT_OUT = Path(__file__).with_name("RESULTS-train-cpu.md")
 TINY_COMPRESSORS = ("tiny-qwen-s", "tiny-qwen-m", "tiny-qwen-l")
 TINY_DECODER = "tiny-llama-dec"
-
-QWEN3_0_6B = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-                  rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
-LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
-                 rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=128000)
 
 
 # --------------------------------------------------------------------------------------------------- machine
@@ -321,152 +311,25 @@ def report_tiny(res: dict[str, Any]) -> str:
         "Collating the next step in a background thread hides most of the collation time (compare *(no prefetch)*), "
         "but on 2 cores it still competes with torch's intra-op threads; on a GPU node it is off the critical "
         "path. The figures are a regression baseline for the training "
-        "code on CPU, not a forecast for GPU runs — see `--gpu-shape` for those.",
+        "code on CPU, not a forecast for GPU runs — see `python -m ctxcomp.bench.acceptance` for those.",
         "",
     ]
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------------- GPU mode
-def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpointing: bool,
-                  device: str = "cuda", shapes: dict | None = None) -> dict[str, Any]:
-    """One training step of the paper-shaped ablation cell. `device`/`shapes` exist for the CPU smoke test only
-    (shapes: {"compressor": cfg dict, "decoder": cfg dict, "bos": id|None, "L": int, "C": int, "peak_n": tuple})."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
-
-    from ..config import load_config
-    from ..model.compressor import ContextCompressor, count_parameters
-    from ..train.engine import TorchEngine
-
-    device = torch.device(device)
-    torch.manual_seed(0)
-    cfg = load_config(ROOT / "config.yaml")
-    L, C = cfg["segment"]["segment_tokens"], cfg["segment"]["continuation_tokens"]
-    if shapes is None:
-        comp_cfg = Qwen3Config(**QWEN3_0_6B)
-        if decoder_shape == "qwen3-0.6b":
-            dec_cfg, bos = Qwen3Config(**QWEN3_0_6B), None
-        else:
-            dec_cfg, bos = LlamaConfig(**LLAMA3_8B), LLAMA3_8B["bos_token_id"]
-        peak_n = (4096, 8192)
-    else:
-        comp_cfg, dec_cfg = Qwen3Config(**shapes["compressor"]), LlamaConfig(**shapes["decoder"])
-        bos, L, C, peak_n = shapes.get("bos"), shapes["L"], shapes["C"], shapes["peak_n"]
-    low = torch.bfloat16 if device.type == "cuda" else torch.float32
-    M = L // 16
-    # as build_for_training: fp32 trainable compressor (bf16 autocast on GPU), frozen decoder in bf16
-    comp = AutoModelForCausalLM.from_config(comp_cfg, attn_implementation="sdpa", dtype=torch.float32).to(device)
-    dec = AutoModelForCausalLM.from_config(dec_cfg, attn_implementation="sdpa", dtype=low).to(device)
-    model = ContextCompressor(comp, dec, M, decoder_bos_id=bos).to(device)
-    settings = {"train": {**cfg["train"], "micro_batch_size": micro_batch, "global_batch_size": micro_batch}}
-    engine = TorchEngine(model, settings)
-    B, T_re = micro_batch, L + 1  # a segment re-tokenised by the decoder is about L tokens, plus EOS
-
-    def ids(n: int, vocab: int) -> torch.Tensor:
-        return torch.randint(0, vocab, (B, n), device=device)
-
-    batch = {"comp_ids": ids(L, comp.config.vocab_size), "comp_mask": torch.ones(B, L, dtype=torch.long, device=device),
-             "re_ids": ids(T_re, dec.config.vocab_size),
-             "re_mask": torch.ones(B, T_re, dtype=torch.long, device=device),
-             "nt_ids": ids(C, dec.config.vocab_size), "nt_mask": torch.ones(B, C, dtype=torch.long, device=device)}
-    weights = cfg["train"]["loss_weights"]
-    model.train()
-
-    def fwd_bwd() -> None:
-        with engine.autocast():
-            out = engine.forward(batch, weights)
-        engine.backward(out["loss"])
-
-    def step() -> None:
-        fwd_bwd()
-        engine.step(1e-5, cfg["train"]["grad_clip"])
-
-    model_flops = count_flops(fwd_bwd)  # without recomputation: model FLOPs
-    engine.optimizer.zero_grad(set_to_none=True)
-    if checkpointing:
-        comp.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        dec.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    hw_flops = count_flops(fwd_bwd)  # with recomputation: hardware FLOPs
-    engine.optimizer.zero_grad(set_to_none=True)
-    for _ in range(3):
-        step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = [timed(step, device) for _ in range(repeats)]
-    t = statistics.median(times)
-    peak = matmul_peak(device, low, peak_n, repeats=10)
-    tokens = B * (L + T_re + C)
-    return {
-        "machine": machine_info(),
-        "decoder_shape": decoder_shape,
-        "compressor_params": count_parameters(comp),
-        "decoder_params": count_parameters(dec),
-        "micro_batch": B,
-        "gradient_checkpointing": checkpointing,
-        "tokens_per_step": tokens,
-        "model_flops_per_step": model_flops,
-        "hardware_flops_per_step": hw_flops,
-        "step_s": t,
-        "step_s_min": min(times),
-        "tokens_per_s": tokens / t,
-        "peak_bf16_flops_per_s": peak["flops_per_s"],
-        "peak_n": peak["n"],
-        "mfu": model_flops / t / peak["flops_per_s"],
-        "hfu": hw_flops / t / peak["flops_per_s"],
-        "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
-    }
-
-
-def report_gpu(res: dict[str, Any]) -> str:
-    m = res["machine"]
-    return "\n".join([
-        f"# Training benchmark (GPU, Qwen3-0.6B-shaped compressor, {res['decoder_shape']}-shaped frozen decoder)",
-        "",
-        f"- date: {m['date']}; GPU {m.get('gpu')} (CUDA {m.get('cuda')}); torch {m['torch']}; "
-        f"{m['nproc']} CPUs, {m['cpu']}",
-        f"- compressor {res['compressor_params'] / 1e6:.0f} M params (fp32 master, bf16 autocast), decoder "
-        f"{res['decoder_params'] / 1e6:.0f} M params (bf16, frozen); micro batch {res['micro_batch']}, "
-        f"gradient checkpointing {res['gradient_checkpointing']}",
-        f"- bf16 matmul peak measured in this run: {res['peak_bf16_flops_per_s'] / 1e12:.0f} TFLOP/s "
-        f"(n={res['peak_n']})",
-        f"- step (forward, backward, clip, AdamW): {res['step_s'] * 1e3:.1f} ms median "
-        f"({res['step_s_min'] * 1e3:.1f} ms best); {res['tokens_per_s']:,.0f} tokens/s",
-        f"- model FLOPs/step {res['model_flops_per_step'] / 1e12:.2f} T -> MFU {res['mfu'] * 100:.1f} % "
-        f"(hardware FLOPs incl. recomputation {res['hardware_flops_per_step'] / 1e12:.2f} T -> "
-        f"{res['hfu'] * 100:.1f} %)",
-        f"- peak memory {res['max_memory_gib']:.1f} GiB",
-        "",
-    ])
-
-
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=None, help=f"markdown report (tiny mode default: {DEFAULT_OUT})")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repetitions (tiny: 15 blocks, GPU: 10 steps)")
-    ap.add_argument("--block", type=int, default=6, help="tiny mode: consecutive steps per timed block")
-    ap.add_argument("--gpu-shape", action="store_true", help="Qwen3-0.6B-shaped bf16 step on a CUDA GPU")
-    ap.add_argument("--decoder-shape", choices=["qwen3-0.6b", "llama3-8b"], default="qwen3-0.6b")
-    ap.add_argument("--micro-batch", type=int, default=8)
-    ap.add_argument("--no-checkpointing", action="store_true", help="GPU mode: no gradient checkpointing")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"markdown report (default: {DEFAULT_OUT})")
+    ap.add_argument("--repeats", type=int, default=15, help="timed blocks (default 15)")
+    ap.add_argument("--block", type=int, default=6, help="consecutive steps per timed block")
     ns = ap.parse_args(argv)
-    if ns.gpu_shape:
-        if not torch.cuda.is_available():
-            print("train_bench --gpu-shape measures a bf16 training step of a Qwen3-0.6B-shaped model and needs a "
-                  "CUDA GPU; none is visible here (torch.cuda.is_available() is False). Run it on a GPU node, or "
-                  "drop --gpu-shape for the CPU benchmark of the tiny models.", file=sys.stderr)
-            return 2
-        res = run_gpu_shape(ns.decoder_shape, ns.repeats or 10, ns.micro_batch, not ns.no_checkpointing)
-        text = report_gpu(res)
-    else:
-        res = run_tiny(ns.repeats or 15, ns.block)
-        text = report_tiny(res)
-        ns.out = ns.out or str(DEFAULT_OUT)
+    res = run_tiny(ns.repeats, ns.block)
+    text = report_tiny(res)
     print(text)
-    if ns.out:
-        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.out).write_text(text)
-        Path(ns.out).with_suffix(".json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(ns.out).write_text(text)
+    Path(ns.out).with_suffix(".json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     return 0
 
 

@@ -205,7 +205,9 @@ def save_weights(model: ContextCompressor, out_dir: str | Path, state_dict: dict
     kw = {"state_dict": comp_state} if comp_state else {}
     comp.save_pretrained(out / ("compressor_lora" if is_lora else "compressor"), **kw)
     head_state = head_state or model.head.state_dict()
-    torch.save({k: v.detach().cpu() for k, v in head_state.items()}, out / HEAD_FILE)
+    # clone: under DeepSpeed on CPU the head's tensors are views of the flat buffer of every trainable weight,
+    # which torch.save would write whole
+    torch.save({k: v.detach().cpu().clone() for k, v in head_state.items()}, out / HEAD_FILE)
     return is_lora
 
 
@@ -291,7 +293,9 @@ def skeleton(source: str):
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    with init_empty_weights():
+    # every tensor created on the meta device (buffers too): with include_buffers=False each weight would first be
+    # allocated in host memory, and under torch.use_deterministic_algorithms filled, before moving to meta
+    with init_empty_weights(include_buffers=True):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
     model.tie_weights()  # tied embeddings count once
     return model
@@ -321,17 +325,20 @@ def eval_device_maps(comp_src: str, dec_src: str, dtype: torch.dtype, max_memory
     # the LM head), which may have to sit whole on a device
     share = total / len(budget)
     maps = []
-    left = dict(budget)
+    used = dict.fromkeys(budget, 0)
     for m in models:
         sizes_m = compute_module_sizes(m, dtype=dtype)
         blocks = [n for n, mod in m.named_modules() if n and (type(mod).__name__ in m._no_split_modules
                                                              or not any(True for _ in mod.children()))]
         biggest = max((sizes_m.get(n, 0) for n in blocks), default=0)
-        cap = {d: min(left[d], int(share + biggest)) for d in left}
+        # what both models together may put on each device: the decoder starts where the compressor stopped
+        # (a cap per model alone would let it fill the first device again)
+        cap = {d: min(budget[d], int(share + biggest)) - used[d] for d in budget}
+        cap = {d: c for d, c in cap.items() if c > 0}
         dmap = infer_auto_device_map(m, max_memory=cap, no_split_module_classes=m._no_split_modules, dtype=dtype)
-        if any(v in ("cpu", "disk") for v in dmap.values()):
+        if not cap or any(v in ("cpu", "disk") for v in dmap.values()):
             raise MemoryError(f"{type(m).__name__} does not fit the evaluation GPUs ({max_memory})")
         for name, d in dmap.items():
-            left[d] -= sizes_m[name]
+            used[d] += sizes_m[name]
         maps.append(dmap)
     return maps[0], maps[1]
