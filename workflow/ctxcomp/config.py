@@ -109,23 +109,39 @@ def validate_schema(cfg: dict, set_default: bool = True) -> dict:
     Numbers written the YAML 1.1 way (`1e-3`, read as a string by PyYAML) are converted in place where the schema
     asks for a number. One line per problem, the first one with its key path.
     """
+    return _validate(cfg, schema(), (), set_default)
+
+
+def fill_section(name: str, data: dict | None) -> dict:
+    """A copy of the top-level section `name` (e.g. "questions", "evaluate") validated against its subschema, with
+    the schema's defaults filled in: how a section built outside the pipeline (tests, notebooks) gets the values a
+    validated config would hold. Errors name the key path from the top (`questions.per_context`)."""
+    sch = schema()
+    if name not in sch["properties"]:
+        raise ConfigError(f"config error at '{name}': no such section in the schema")
+    sub = {**sch["properties"][name], "$defs": sch["$defs"]}
+    return _validate(copy.deepcopy(dict(data or {})), sub, (name,), True)
+
+
+def _validator_class(set_default: bool):
     from jsonschema import Draft202012Validator, validators
 
-    sch = schema()
+    if not set_default:
+        return Draft202012Validator
+    validate_props = Draft202012Validator.VALIDATORS["properties"]
 
-    def _set_defaults(validator_class):
-        validate_props = validator_class.VALIDATORS["properties"]
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
 
-        def set_defaults(validator, properties, instance, schema):
-            if isinstance(instance, dict):
-                for prop, sub in properties.items():
-                    if "default" in sub and prop not in instance:
-                        instance[prop] = copy.deepcopy(sub["default"])
-            yield from validate_props(validator, properties, instance, schema)
+    return validators.extend(Draft202012Validator, {"properties": set_defaults})
 
-        return validators.extend(validator_class, {"properties": set_defaults})
 
-    cls = _set_defaults(Draft202012Validator) if set_default else Draft202012Validator
+def _validate(cfg: Any, sch: dict, prefix: tuple, set_default: bool) -> Any:
+    cls = _validator_class(set_default)
     for _ in range(1000):  # each pass converts the numeric strings it finds, then validates again
         errors = sorted(cls(sch).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
         fixes = [f for f in map(_coerce_number, errors) if f is not None]
@@ -135,7 +151,7 @@ def validate_schema(cfg: dict, set_default: bool = True) -> dict:
             _set_at(cfg, path, value)
     if errors:
         err = errors[0]
-        where = _format_path(err.absolute_path)
+        where = _format_path([*prefix, *err.absolute_path])
         msg = err.message
         if err.validator in ("additionalProperties", "unevaluatedProperties"):
             msg = f"unknown key: {msg}"
