@@ -129,9 +129,21 @@ def test_runtime_keys_of_direct_callers_and_schema_defaults():
     data["runtime"] = {"checkpoint_every": 7}
     assert S.CellTrainSettings.from_dict(data).runtime.checkpoint_every == 7
     data["train"].pop("checkpoint_every")
+    data["train"].pop("keep_checkpoints")
     data.pop("runtime")
+    assert S.CellTrainSettings.from_dict(data).runtime is None  # the params alone (memory plan, DeepSpeed config)
+    data["runtime"] = {"keep_checkpoints": 3}
     with pytest.raises(C.ConfigError, match="'runtime.checkpoint_every': missing key"):
         S.CellTrainSettings.from_dict(data)  # required in the schema, so there is no default to fall back on
+
+
+def test_for_cell_is_the_params_and_the_runtime_of_the_config():
+    cfg = C.load_config(*CONFIGS["tiny"])
+    cell = C.dynamics_cell(cfg)
+    run = S.CellTrainSettings.for_cell(cfg, cell, dynamics=True)
+    assert run.to_dict() == {**C.train_settings(cfg, cell, dynamics=True),
+                             "runtime": C.train_runtime(cfg, cell, dynamics=True)}
+    assert S.CellEvalSettings.for_cell(cfg, cell).to_dict() == C.eval_settings(cfg, cell)
 
 
 def test_of_accepts_params_or_built_settings_only():

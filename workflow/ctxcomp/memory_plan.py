@@ -25,10 +25,10 @@ What is modelled (the design of ctxcomp.model.load / ctxcomp.train, read from th
 - Gradient accumulation: from the second micro-batch on, every gradient exists during forward and backward, so the
   peak is weights + optimizer + gradients + activations + the largest transient (logits, or one recomputed layer and
   its gradients), or weights + optimizer + gradients + the optimizer step's temporaries, whichever is larger.
-- Logits: with `loss_chunk_tokens` None (the loss over full logits, as in ContextCompressor.target_nll) the fp32
+- Logits: with `loss_chunk` None (the loss over full logits, as in ContextCompressor.target_nll) the fp32
   log-softmax of every target position is kept for backward; with a chunk size (the chunked loss), only one chunk's
-  logits exist at a time. `loss_chunk_tokens` comes from `train.loss_chunk_tokens` or, failing that, from
-  `ctxcomp.model.compressor.LOSS_CHUNK_TOKENS` when the model code defines it.
+  logits exist at a time. The chunk size is `ctxcomp.model.compressor.LOSS_CHUNK_TOKENS` when the model code
+  defines it (`loss_chunk_of`).
 - Lengths: compressor rows are L + M (+ BOS) tokens; the decoder runs both targets in one batch of 2 x micro-batch
   rows of P + T tokens, P = M + 3 (+ BOS), T = max(L + 1, continuation) (a segment re-tokenised by the decoder is
   assumed to be about L tokens; the collator caps it at 2L).
@@ -47,10 +47,12 @@ torch.cuda.max_memory_allocated within `PEAK_MARGIN`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .model_dims import LINEAR_SHAPES, ArchDims, dims_of
+from .settings import CellEvalSettings, CellTrainSettings, EvaluateSettings, LoraSettings
 
 GIB = 2**30
 RESERVE_GIB = 1.5           # CUDA context, cuBLAS workspace and NCCL communicators, outside the caching allocator
@@ -78,7 +80,7 @@ class Tensors:
 
 
 def model_tensors(d: ArchDims, prefix: str, trainable: bool, head_used: bool,
-                  lora: dict | None = None) -> list[Tensors]:
+                  lora: LoraSettings | None = None) -> list[Tensors]:
     """Every parameter tensor of one causal LM (+ its LoRA A/B when `lora`), grouped by shape."""
     base_trainable = trainable and not lora
     out = [Tensors(f"{prefix}.embed", (d.vocab + d.embed_extra) * d.hidden, 1, base_trainable),
@@ -97,8 +99,8 @@ def model_tensors(d: ArchDims, prefix: str, trainable: bool, head_used: bool,
         if kind == "cross":
             out.append(Tensors(f"{prefix}.cross.gates", 1, 2 * n, base_trainable, used))
         if lora:
-            r = int(lora["r"])
-            for lin in lora["target_modules"]:
+            r = lora.r
+            for lin in _lora_targets(lora):
                 if lin in LINEAR_SHAPES:
                     a, b = d.linear(lin)
                     out.append(Tensors(f"{prefix}.{kind}.{lin}.lora_A", r * a, n, True, used))
@@ -114,7 +116,15 @@ def head_tensors(num_memory: int, d_comp: int, d_dec: int) -> list[Tensors]:
             Tensors("head.adapter.out.bias", d_dec, 1, True), Tensors("head.markers", 4 * d_dec, 1, True)]
 
 
-def cell_tensors(comp: ArchDims, dec: ArchDims, finetune: str, lora: dict | None, num_memory: int) -> list[Tensors]:
+def _lora_targets(lora: LoraSettings) -> tuple[str, ...]:
+    if lora.target_modules is None:  # peft would pick them per architecture: the plan does not guess which
+        raise ValueError("the memory plan needs train.lora.target_modules (peft's per-architecture default is not "
+                         "modelled)")
+    return lora.target_modules
+
+
+def cell_tensors(comp: ArchDims, dec: ArchDims, finetune: str, lora: LoraSettings | None,
+                 num_memory: int) -> list[Tensors]:
     return (model_tensors(comp, "compressor", True, head_used=False, lora=lora if finetune == "lora" else None)
             + model_tensors(dec, "decoder", False, head_used=True)
             + head_tensors(num_memory, comp.hidden, dec.hidden))
@@ -161,7 +171,7 @@ def _norm(width: int, rows: int, keep_normed: bool, normed_bytes: int) -> int:
     return 4 * width + 4 * rows + (normed_bytes * width if keep_normed else 0)
 
 
-def layer_saved_per_token(d: ArchDims, seq: int, prec: Precision, mode: str, lora: dict | None = None,
+def layer_saved_per_token(d: ArchDims, seq: int, prec: Precision, mode: str, lora: LoraSettings | None = None,
                           attn: str = "sdpa", masked: bool = True) -> int:
     """Bytes one self-attention layer keeps for backward per token. mode: full | lora | frozen."""
     h, I, qw, kvw, b = d.hidden, d.intermediate, d.q_width, d.kv_width, prec.act
@@ -188,10 +198,10 @@ def _attention(d: ArchDims, seq: int, b: int, attn: str, masked: bool) -> int:
     return b * (2 * qw + 2 * kv) + 4 * d.heads + (b * seq if masked else 0)
 
 
-def _lora_saved(d: ArchDims, lora: dict, b: int, mask: int) -> int:
+def _lora_saved(d: ArchDims, lora: LoraSettings, b: int, mask: int) -> int:
     """peft LoRA: B(A(dropout(x))): A's input (dropout output and mask, or x itself), A's output for B."""
-    r, p = int(lora["r"]), float(lora.get("dropout") or 0.0)
-    targets = [t for t in lora["target_modules"] if t in LINEAR_SHAPES]
+    r, p = lora.r, float(lora.dropout)
+    targets = [t for t in _lora_targets(lora) if t in LINEAR_SHAPES]
     n = sum(b * r for _ in targets)
     if p > 0:
         return n + sum((b + mask) * d.linear(t)[0] for t in targets)
@@ -207,7 +217,7 @@ def _lora_saved(d: ArchDims, lora: dict, b: int, mask: int) -> int:
 
 
 def model_saved(d: ArchDims, batch: int, seq: int, prec: Precision, mode: str, checkpointing: bool,
-                lora: dict | None = None, attn: str = "sdpa", masked: bool = True, input_ids: int = 0) -> int:
+                lora: LoraSettings | None = None, attn: str = "sdpa", masked: bool = True, input_ids: int = 0) -> int:
     """Bytes one transformer stack keeps for backward over batch x seq tokens, final norm included; `input_ids`:
     tokens per row that came through the embedding (a trainable embedding keeps its int64 indices)."""
     tokens = batch * seq
@@ -222,7 +232,7 @@ def model_saved(d: ArchDims, batch: int, seq: int, prec: Precision, mode: str, c
 
 
 def layer_transient(d: ArchDims, batch: int, seq: int, prec: Precision, mode: str, checkpointing: bool,
-                    lora: dict | None = None, attn: str = "sdpa", masked: bool = True) -> int:
+                    lora: LoraSettings | None = None, attn: str = "sdpa", masked: bool = True) -> int:
     """Extra bytes while one layer runs backward: its recomputed activations (checkpointing) and the gradients
     flowing through it (hidden and intermediate widths)."""
     tokens = batch * seq
@@ -291,7 +301,7 @@ class TrainShape:
     comp: ArchDims
     dec: ArchDims
     finetune: str
-    lora: dict | None
+    lora: LoraSettings | None
     micro_batch: int
     segment: int
     continuation: int
@@ -329,39 +339,34 @@ class TrainShape:
         return self.target_tokens if self.target_tokens is not None else max(self.segment + 1, self.continuation)
 
 
-def loss_chunk_of(train: dict) -> int | None:
-    if train.get("loss_chunk_tokens"):
-        return int(train["loss_chunk_tokens"])
+def loss_chunk_of() -> int | None:
+    """The chunk the loss runs the LM head over (`LOSS_CHUNK_TOKENS` of the model code), None: full logits."""
     from .model import compressor
 
     chunk = getattr(compressor, "LOSS_CHUNK_TOKENS", None)
     return int(chunk) if chunk else None
 
 
-def train_shape(cfg: dict, settings: dict, device: str = "cuda") -> TrainShape:
-    """The TrainShape of one training job from its settings (ctxcomp.config.train_settings) and the config."""
+def train_shape(cfg: dict, settings: CellTrainSettings | Mapping, device: str = "cuda") -> TrainShape:
+    """The TrainShape of one training job from its settings (the params of ctxcomp.config.train_settings, or the
+    built settings) and the config."""
     from .train.deepspeed_config import ds_config
     from .train.engine import choose_engine
 
-    tr, comp = settings["train"], settings["compressor"]
-    gpus, nodes = max(1, int(comp.get("gpus") or 1)), max(1, int(comp.get("nodes") or 1))
+    run = CellTrainSettings.of(settings)
+    tr, comp = run.train, run.compressor
+    gpus, nodes = max(1, comp.gpus), max(1, comp.nodes)
     world = gpus * nodes
-    engine = choose_engine({**settings, "compressor": {**comp, "gpus": gpus}}, tr.get("engine", "auto"))
-    ds = dict(comp.get("deepspeed") or {})
-    stage = int(ds.get("zero_stage", 0)) if engine == "deepspeed" else 0
-    dsc = None
-    if engine == "deepspeed":
-        dsc = ds_config({**settings, "train": {**tr}}, world, device)
+    engine = choose_engine(run)
+    stage = comp.deepspeed.zero_stage if engine == "deepspeed" else 0
+    dsc = ds_config(run, world, device) if engine == "deepspeed" else None
     return TrainShape(
-        comp=dims_of(cfg, comp["name"], comp.get("source")),
-        dec=dims_of(cfg, settings["decoder"]["name"], settings["decoder"].get("source")), finetune=comp["finetune"],
-        lora=tr.get("lora") if comp["finetune"] == "lora" else None, micro_batch=int(tr["micro_batch_size"]),
-        segment=int(settings["segment"]["segment_tokens"]),
-        continuation=int(settings["segment"]["continuation_tokens"]), ratio=int(settings["cell"]["ratio"]),
-        checkpointing=bool(tr.get("gradient_checkpointing")), attn=tr.get("attn_implementation", "sdpa"),
-        engine=engine, world=world if engine == "deepspeed" else 1, gpus_per_node=gpus, device=device,
-        zero_stage=stage, offload_optimizer=bool(ds.get("offload_optimizer")) and stage > 0, ds_config=dsc,
-        loss_chunk=loss_chunk_of(tr))
+        comp=dims_of(cfg, comp.name, comp.source), dec=dims_of(cfg, run.decoder.name, run.decoder.source),
+        finetune=comp.finetune, lora=tr.lora if comp.finetune == "lora" else None, micro_batch=tr.micro_batch_size,
+        segment=run.segment.segment_tokens, continuation=run.segment.continuation_tokens, ratio=run.cell.ratio,
+        checkpointing=tr.gradient_checkpointing, attn=tr.attn_implementation, engine=engine,
+        world=world if engine == "deepspeed" else 1, gpus_per_node=gpus, device=device, zero_stage=stage,
+        offload_optimizer=comp.deepspeed.offload_optimizer and stage > 0, ds_config=dsc, loss_chunk=loss_chunk_of())
 
 
 def precision_of(s: TrainShape) -> tuple[Precision, Precision]:
@@ -460,28 +465,27 @@ def estimate_training(s: TrainShape) -> MemoryEstimate:
     return est
 
 
-def train_estimate(cfg: dict, cell: Any, device: str = "cuda") -> MemoryEstimate:
-    from .config import train_settings
-
-    return estimate_training(train_shape(cfg, train_settings(cfg, cell), device))
+def train_estimate(cfg: dict, cell: Any, device: str = "cuda", dynamics: bool = False) -> MemoryEstimate:
+    """Memory of one training run (`dynamics`: the dynamics run, with its own overrides)."""
+    return estimate_training(train_shape(cfg, CellTrainSettings.for_cell(cfg, cell, dynamics), device))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: dict, segment: int,
+def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: EvaluateSettings, segment: int,
                   max_segments: int, gpus: int, device: str = "cuda") -> MemoryEstimate:
     """One evaluation/probe job: the merged cell in bf16 on one GPU and the largest task buffer."""
     b = 2 if device == "cuda" else 4
     groups = cell_tensors(comp, dec, "full", None, num_memory)  # LoRA is merged into the base for evaluation
     weights = b * _sum(groups, trainable=True) + b * _sum(groups, trainable=False)
-    bs = int(ev["batch_size"])
+    bs = ev.batch_size
     prefix = num_memory + 3 + (1 if dec.bos else 0)
     kv_token = dec.self_layers * 2 * dec.kv_width * b
-    recon = bs * (prefix + int(ev["recon_max_new_tokens"])) * kv_token
+    recon = bs * (prefix + ev.recon_max_new_tokens) * kv_token
     answer = bs * (num_memory * max_segments + prefix - num_memory + QUESTION_TOKENS
-                   + int(ev["answer_max_new_tokens"])) * kv_token
+                   + ev.answer_max_new_tokens) * kv_token
     kv = max(recon, answer) * (1 + 1 / max(1, dec.self_layers))  # the cache grows by concatenation
     score = bs * CANDIDATE_TOKENS * dec.vocab * (b + 8)
-    chunk = int(ev.get("entropy_vocab_chunk", 16384))
+    chunk = ev.entropy_vocab_chunk
     rows = bs * (segment + 1)
     entropy = rows * min(chunk, dec.vocab) * 4 * 3 + rows * dec.hidden * 4
     comp_tokens = bs * (segment + num_memory + 1)
@@ -497,7 +501,7 @@ def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: dict, segm
 
 def eval_estimate(cfg: dict, cell: Any, device: str = "cuda") -> MemoryEstimate:
     comp, dec = dims_of(cfg, cell.compressor), dims_of(cfg, cell.decoder)
-    seg = cfg["segment"]
-    L = int(seg["segment_tokens"])
-    return estimate_eval(comp, dec, L // int(cell.ratio), cfg["evaluate"], L, int(seg.get("max_segments", 4)),
-                         int(cfg["models"][cell.compressor]["eval_resources"]["gpu"]), device)
+    run = CellEvalSettings.for_cell(cfg, cell)
+    L = run.segment.segment_tokens
+    return estimate_eval(comp, dec, L // run.cell.ratio, run.evaluate, L, run.segment.max_segments, run.gpus,
+                         device)

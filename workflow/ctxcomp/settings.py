@@ -24,7 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
-from .config import DYNAMICS_KEY, RUNTIME_TRAIN_KEYS, Cell, ConfigError, fill_section, runtime_defaults
+from .config import (
+    DYNAMICS_KEY,
+    RUNTIME_TRAIN_KEYS,
+    Cell,
+    ConfigError,
+    eval_settings,
+    fill_section,
+    runtime_defaults,
+    train_runtime,
+    train_settings,
+)
 
 S = TypeVar("S")
 
@@ -271,7 +281,10 @@ def _of(cls: type[S], settings: Any) -> S:
 
 @dataclass(frozen=True)
 class CellTrainSettings(_Section):
-    """Everything one training run reads: ctxcomp.config.train_settings plus its runtime (storage) settings."""
+    """Everything one training run reads: ctxcomp.config.train_settings plus its runtime (storage) settings.
+
+    `runtime` is None for the params alone (what the memory plan and the DeepSpeed config read); training needs it.
+    """
 
     cell: Cell
     seed: int
@@ -280,7 +293,7 @@ class CellTrainSettings(_Section):
     compressor: CompressorRef
     decoder: DecoderRef
     run: Literal["dynamics"] | None
-    runtime: RuntimeSettings
+    runtime: RuntimeSettings | None
 
     def __post_init__(self) -> None:
         if self.compressor.finetune == "lora" and self.train.lora is None:
@@ -291,14 +304,19 @@ class CellTrainSettings(_Section):
     def from_dict(cls, data: Any, path: str | None = None) -> CellTrainSettings:
         """From the params of a training rule. The runtime keys come from `runtime` (the job reads them from the
         config at run time, ctxcomp.config.train_runtime) over those a direct caller left in `train`, over the
-        schema's defaults."""
+        schema's defaults; with neither, `runtime` is None."""
         path = "" if path is None else path
         if not isinstance(data, Mapping) or not isinstance(data.get("train"), Mapping):
             _fail(_join(path, "train"), "missing key (or not a mapping)")
         train = dict(data["train"])
-        runtime = {**runtime_defaults(), **{k: train.pop(k) for k in RUNTIME_TRAIN_KEYS if k in train},
-                   **(data.get("runtime") or {})}
+        given = {**{k: train.pop(k) for k in RUNTIME_TRAIN_KEYS if k in train}, **(data.get("runtime") or {})}
+        runtime = {**runtime_defaults(), **given} if given else None
         return build(cls, {**data, "train": train, "runtime": runtime}, path)
+
+    @classmethod
+    def for_cell(cls, cfg: dict, cell: Cell, dynamics: bool = False) -> CellTrainSettings:
+        """One run of a validated config, with its runtime settings: what its training job would read."""
+        return cls.from_dict({**train_settings(cfg, cell, dynamics), "runtime": train_runtime(cfg, cell, dynamics)})
 
     @classmethod
     def of(cls, settings: CellTrainSettings | Mapping) -> CellTrainSettings:
@@ -324,3 +342,8 @@ class CellEvalSettings(_Section):
     @classmethod
     def of(cls, settings: CellEvalSettings | Mapping) -> CellEvalSettings:
         return _of(cls, settings)
+
+    @classmethod
+    def for_cell(cls, cfg: dict, cell: Cell) -> CellEvalSettings:
+        """The evaluation settings of one cell of a validated config."""
+        return cls.from_dict(eval_settings(cfg, cell))

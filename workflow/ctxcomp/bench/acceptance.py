@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 
+from ..config import Cell, main_cells
+from ..settings import CellTrainSettings, CompressorRef, DecoderRef, DeepSpeedSpec, EvaluateSettings
 from .train_bench import C4, LLAMA3_8B, QWEN3_0_6B, count_flops, machine_info, matmul_peak
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -61,19 +63,25 @@ class Shapes:
     continuation: int
     micro_batch: int
     checkpointing: bool
-    evaluate: dict
+    evaluate: EvaluateSettings
     max_segments: int
 
 
+def config_run(cfg: dict) -> CellTrainSettings:
+    """The settings of the first Table 2 cell of the config: its L, continuation, micro-batch, checkpointing."""
+    return CellTrainSettings.for_cell(cfg, main_cells(cfg)[0])
+
+
 def paper_shapes(cfg: dict) -> Shapes:
-    seg, tr = cfg["segment"], cfg["train"]
-    return Shapes(QWEN3_0_6B, LLAMA3_8B, seg["segment_tokens"], seg["continuation_tokens"], tr["micro_batch_size"],
-                  bool(tr.get("gradient_checkpointing")), dict(cfg["evaluate"]), int(seg.get("max_segments", 4)))
+    run = config_run(cfg)
+    seg, tr = run.segment, run.train
+    return Shapes(QWEN3_0_6B, LLAMA3_8B, seg.segment_tokens, seg.continuation_tokens, tr.micro_batch_size,
+                  tr.gradient_checkpointing, EvaluateSettings.from_dict(cfg["evaluate"]), seg.max_segments)
 
 
 def cpu_shapes(cfg: dict) -> Shapes:
-    ev = {**cfg["evaluate"], "batch_size": 4, "recon_max_new_tokens": 12, "answer_max_new_tokens": 6,
-          "entropy_vocab_chunk": 1024}
+    ev = EvaluateSettings.from_dict(cfg["evaluate"]).replace(batch_size=4, recon_max_new_tokens=12,
+                                                             answer_max_new_tokens=6, entropy_vocab_chunk=1024)
     return Shapes(TINY_COMP, TINY_DEC, 32, 16, 2, True, ev, 2)
 
 
@@ -127,14 +135,19 @@ def cell_model(shapes: Shapes, device: torch.device, engine: str, attn: str, com
     return model.to(device)
 
 
-def train_settings(cfg: dict, shapes: Shapes, engine: str) -> dict:
-    tr = {**cfg["train"], "micro_batch_size": shapes.micro_batch, "global_batch_size": shapes.micro_batch * ACCUM,
-          "gradient_checkpointing": shapes.checkpointing, "engine": engine}
-    return {"train": tr, "segment": {"segment_tokens": shapes.segment, "continuation_tokens": shapes.continuation},
-            "cell": {"decoder": "llama3-8b-shaped", "compressor": "qwen3-0.6b-shaped", "ratio": RATIO},
-            "compressor": {"name": "qwen3-0.6b-shaped", "finetune": "full", "gpus": 1, "nodes": 1,
-                           "deepspeed": {"zero_stage": 2, "offload_optimizer": False, "offload_param": False}},
-            "decoder": {"name": "llama3-8b-shaped"}, "seed": cfg["seed"]}
+def train_settings(cfg: dict, shapes: Shapes, engine: str) -> CellTrainSettings:
+    """The config's training settings at these shapes, for the in-memory pair (one rank, ZeRO-2 under DeepSpeed)."""
+    run = config_run(cfg)
+    built = "(random weights, built in memory)"
+    return run.replace(
+        cell=Cell("llama3-8b-shaped", "qwen3-0.6b-shaped", RATIO),
+        segment=run.segment.replace(segment_tokens=shapes.segment, continuation_tokens=shapes.continuation),
+        train=run.train.replace(micro_batch_size=shapes.micro_batch, global_batch_size=shapes.micro_batch * ACCUM,
+                                gradient_checkpointing=shapes.checkpointing, engine=engine),
+        compressor=CompressorRef(name="qwen3-0.6b-shaped", source=built, finetune="full",
+                                 deepspeed=DeepSpeedSpec(zero_stage=2, offload_optimizer=False, offload_param=False),
+                                 gpus=1, nodes=1),
+        decoder=DecoderRef(name="llama3-8b-shaped", source=built))
 
 
 # ------------------------------------------------------------------------------------------------- meters
@@ -172,7 +185,8 @@ def _dims(kw: dict, model_type: str):
     return dims_from_config({**kw, "model_type": model_type, "bos_token_id": 1 if model_type == "llama" else None})
 
 
-def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.device, batch: dict, attn: str):
+def estimate_for(shapes: Shapes, settings: CellTrainSettings, engine: str, device: torch.device, batch: dict,
+                 attn: str):
     from .. import memory_plan as mp
     from ..train.deepspeed_config import ds_config
 
@@ -182,7 +196,7 @@ def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.devi
         checkpointing=shapes.checkpointing, attn=attn, engine=engine, world=1, gpus_per_node=1,
         device=device.type, zero_stage=2 if engine == "deepspeed" else 0,
         ds_config=ds_config(settings, 1, device.type) if engine == "deepspeed" else None,
-        loss_chunk=mp.loss_chunk_of(settings["train"]), masked=bool((batch["comp_mask"] == 0).any()),
+        loss_chunk=mp.loss_chunk_of(), masked=bool((batch["comp_mask"] == 0).any()),
         comp_tokens=int(batch["comp_ids"].shape[1]),
         target_tokens=int(max(batch["re_ids"].shape[1], batch["nt_ids"].shape[1])))
     return shape, mp.estimate_training(shape)
@@ -191,7 +205,6 @@ def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.devi
 # ------------------------------------------------------------------------------------------------ training
 def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: str, attn: str, steps: int,
                  toks, recs: list[dict]) -> dict[str, Any]:
-    from .. import memory_plan as mp
     from ..model.collate import Collator, to_device
     from ..train.engine import make_engine
 
@@ -208,8 +221,8 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     pool = [to_device({k: v for k, v in collate(recs[i * shapes.micro_batch:(i + 1) * shapes.micro_batch]).items()
                        if isinstance(v, torch.Tensor)}, engine.device if hasattr(engine, "device") else device)
             for i in range(POOL)]
-    weights = settings["train"]["loss_weights"]
-    tr = settings["train"]
+    weights = settings.train.loss_weights.as_weights()
+    tr = settings.train
     widest = max(pool, key=lambda b: b["comp_ids"].shape[1] * 10**6 + max(b["re_ids"].shape[1], b["nt_ids"].shape[1]))
     shape, est = estimate_for(shapes, settings, engine_name, device, widest, attn)
     model.train()
@@ -222,7 +235,7 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
 
     def step(i: int) -> float:
         losses = [micro(pool[(ACCUM * i + k) % POOL]) for k in range(ACCUM)]
-        engine.step(tr["lr"], tr["grad_clip"])
+        engine.step(tr.lr, tr.grad_clip)
         return float(sum(float(x) for x in losses) / len(losses))
 
     # saved-for-backward bytes of the widest micro-batch (the first micro-batch of a warm-up step)
@@ -235,7 +248,7 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     act_measured = saved_bytes(fwd, list(model.parameters()))
     engine.backward(saved.pop("out")["loss"])
     micro(pool[0])
-    engine.step(tr["lr"], tr["grad_clip"])
+    engine.step(tr.lr, tr.grad_clip)
     # model FLOPs of a step: counted without activation recomputation (the recomputed forward is not model work)
     if shapes.checkpointing:
         model.compressor.gradient_checkpointing_disable()
@@ -243,7 +256,7 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     if shapes.checkpointing:
         model.compressor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     micro(pool[1])
-    engine.step(tr["lr"], tr["grad_clip"])
+    engine.step(tr.lr, tr.grad_clip)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     losses, times = [], []
@@ -310,7 +323,7 @@ def run_evaluation(shapes: Shapes, device: torch.device, toks, recs: list[dict])
                               compressor_bos_id=comp_tok.bos_token_id).to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     collate = Collator(comp_tok, dec_tok, shapes.segment, shapes.continuation)
-    ev, bs = shapes.evaluate, int(shapes.evaluate["batch_size"])
+    ev, bs = shapes.evaluate, shapes.evaluate.batch_size
     words = recs[0]["text"].split()
     n_ko = max(1, bs // 4)
     ko = [{"id": f"ko-{i}", "context": recs[i]["text"] + " " + recs[i]["continuation"], "question": "Who is it?",
@@ -321,14 +334,14 @@ def run_evaluation(shapes: Shapes, device: torch.device, toks, recs: list[dict])
     est = mp.estimate_eval(_dims(shapes.comp, "qwen3"), _dims(shapes.dec, "llama"), shapes.segment // RATIO, ev,
                            shapes.segment, shapes.max_segments, 1, device.type)
     jobs = {
-        "recon_fineweb": lambda: tasks.reconstruction(model, collate, recs[:bs], bs, int(ev["recon_max_new_tokens"])),
+        "recon_fineweb": lambda: tasks.reconstruction(model, collate, recs[:bs], bs, ev.recon_max_new_tokens),
         "ko_faitheval": lambda: tasks.knowledge_overwriting(model, collate, ko, bs, shapes.max_segments),
         "sd_fineweb": lambda: tasks.semantic_drift(model, collate, sd, bs, shapes.max_segments,
-                                                   int(ev["answer_max_new_tokens"])),
+                                                   ev.answer_max_new_tokens),
         "rank_truncation": lambda: tasks.rank_truncation(model, collate, {"faitheval": ko}, [0.9], bs,
                                                          shapes.max_segments),
         "probes": lambda: probe_batch(model, to_device(collate(recs[:bs]), device),
-                                      int(ev.get("entropy_vocab_chunk", 16384))),
+                                      ev.entropy_vocab_chunk),
     }
     out: dict[str, Any] = {"estimate_parts": est.parts, "peak_estimate": est.peak_bytes, "tasks": {}}
     for name, fn in jobs.items():
@@ -382,7 +395,7 @@ def run(cfg: dict, cpu: bool, steps: int, attns: tuple[str, ...] | None = None) 
     t_start = time.perf_counter()
     texts = c4_texts(400)
     toks = tokenizers(texts[:300])
-    need = max(POOL * shapes.micro_batch, int(shapes.evaluate["batch_size"]))
+    need = max(POOL * shapes.micro_batch, shapes.evaluate.batch_size)
     recs = records(texts, need)
     dtype = torch.float32 if cpu else torch.bfloat16
     peak = matmul_peak(device, dtype, (1024, 2048) if cpu else (4096, 8192), repeats=5 if cpu else 10)
@@ -425,7 +438,8 @@ def report(res: dict[str, Any]) -> str:
     command = "python -m ctxcomp.bench.acceptance" + ("" if gpu else " --cpu")
     where = f"{m.get('gpu') or m['cpu']}" + (f" (CUDA {m.get('cuda')})" if gpu else "")
     comp, dec = sh["compressor"], sh["decoder"]
-    models = (f"- compressor {comp['hidden_size']}d x {comp['num_hidden_layers']} layers, vocab {comp['vocab_size']:,}; "
+    models = (f"- compressor {comp['hidden_size']}d x {comp['num_hidden_layers']} layers, "
+              f"vocab {comp['vocab_size']:,}; "
               f"decoder {dec['hidden_size']}d x {dec['num_hidden_layers']} layers, vocab {dec['vocab_size']:,} "
               f"(frozen); random weights; L = {sh['L']}, continuation {sh['continuation']}, ratio {sh['ratio']}, "
               f"micro-batch {sh['micro_batch']} x {ACCUM} per step, gradient checkpointing "

@@ -161,20 +161,20 @@ def build_tiny(cfg: dict, root: Path, global_batch: int) -> dict[str, str]:
 
 def bench_cell(cfg: dict, compressor: str, sources: dict[str, str], root: Path, repeats: int, block: int,
                peak: float) -> dict[str, Any]:
-    from ..config import Cell, train_settings
+    from ..config import Cell
     from ..model.collate import to_device
     from ..model.compressor import count_parameters
+    from ..settings import CellTrainSettings
     from ..train.loop import Trainer
 
-    s = train_settings(cfg, Cell(TINY_DECODER, compressor, 16))
-    s["compressor"]["source"] = sources[compressor]
-    s["decoder"]["source"] = sources[TINY_DECODER]
-    s["train"]["max_steps"] = 10**6
+    s = CellTrainSettings.for_cell(cfg, Cell(TINY_DECODER, compressor, 16))
+    s = s.replace(compressor=s.compressor.replace(source=sources[compressor]),
+                  decoder=s.decoder.replace(source=sources[TINY_DECODER]), train=s.train.replace(max_steps=10**6))
     # train.jsonl holds exactly one global batch: every step draws a permutation of the same records, so all steps
     # (and the bare pass on step 0's tensors) do the same work
     tr = Trainer(s, str(root / "train.jsonl"), str(root / "probe.jsonl"), str(root / f"run-{compressor}"),
                  engine="torch")
-    model, device, weights = tr.model, tr.device, s["train"]["loss_weights"]
+    model, device, weights = tr.model, tr.device, s.train.loss_weights.as_weights()
     model.train()
     assert len(tr.micro_batches(0)) == 1, "benchmark expects one micro-batch per step"
     batch = to_device(tr.micro_batches(0)[0], device)
@@ -218,14 +218,14 @@ def bench_cell(cfg: dict, compressor: str, sources: dict[str, str], root: Path, 
         t_sync.append(trainer_block(False))
         t_collate.append(timed(lambda: tr.micro_batches(0), device))
         bare()  # gradients for the optimizer to use
-        t_opt.append(timed(lambda: tr.engine.step(1e-6, s["train"]["grad_clip"]), device))
+        t_opt.append(timed(lambda: tr.engine.step(1e-6, s.train.grad_clip), device))
     # Interference from other processes only ever adds time: the fastest block of each kind is the cleanest
     # estimate (medians are kept in the JSON next to the report).
     med = statistics.median
     loop, plain, sync = min(t_loop), min(t_bare), min(t_sync)
     return {
         "compressor": compressor,
-        "finetune": s["compressor"]["finetune"],
+        "finetune": s.compressor.finetune,
         "compressor_params": count_parameters(model.compressor),
         "trainable_params": count_parameters(model, trainable_only=True),
         "decoder_params": count_parameters(model.decoder),
@@ -334,8 +334,9 @@ def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpoint
     (shapes: {"compressor": cfg dict, "decoder": cfg dict, "bos": id|None, "L": int, "C": int, "peak_n": tuple})."""
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
 
-    from ..config import load_config
+    from ..config import load_config, main_cells
     from ..model.compressor import ContextCompressor, count_parameters
+    from ..settings import CellTrainSettings
     from ..train.engine import TorchEngine
 
     device = torch.device(device)
@@ -358,8 +359,9 @@ def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpoint
     comp = AutoModelForCausalLM.from_config(comp_cfg, attn_implementation="sdpa", dtype=torch.float32).to(device)
     dec = AutoModelForCausalLM.from_config(dec_cfg, attn_implementation="sdpa", dtype=low).to(device)
     model = ContextCompressor(comp, dec, M, decoder_bos_id=bos).to(device)
-    settings = {"train": {**cfg["train"], "micro_batch_size": micro_batch, "global_batch_size": micro_batch}}
-    engine = TorchEngine(model, settings)
+    run = CellTrainSettings.for_cell(cfg, main_cells(cfg)[0])  # config.yaml's train settings, one micro-batch a step
+    run = run.replace(train=run.train.replace(micro_batch_size=micro_batch, global_batch_size=micro_batch))
+    engine = TorchEngine(model, run)
     B, T_re = micro_batch, L + 1  # a segment re-tokenised by the decoder is about L tokens, plus EOS
 
     def ids(n: int, vocab: int) -> torch.Tensor:
@@ -369,7 +371,7 @@ def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpoint
              "re_ids": ids(T_re, dec.config.vocab_size),
              "re_mask": torch.ones(B, T_re, dtype=torch.long, device=device),
              "nt_ids": ids(C, dec.config.vocab_size), "nt_mask": torch.ones(B, C, dtype=torch.long, device=device)}
-    weights = cfg["train"]["loss_weights"]
+    weights = run.train.loss_weights.as_weights()
     model.train()
 
     def fwd_bwd() -> None:
@@ -379,7 +381,7 @@ def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpoint
 
     def step() -> None:
         fwd_bwd()
-        engine.step(1e-5, cfg["train"]["grad_clip"])
+        engine.step(1e-5, run.train.grad_clip)
 
     model_flops = count_flops(fwd_bwd)  # without recomputation: model FLOPs
     engine.optimizer.zero_grad(set_to_none=True)

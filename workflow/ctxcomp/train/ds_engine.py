@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..settings import CellTrainSettings
 from . import checkpoint as ckpt
 from .deepspeed_config import CONFIG_FILE, ds_config, write_config
 
@@ -76,7 +77,7 @@ def init_distributed(device_type: str) -> None:
 class DeepSpeedEngine:
     name = "deepspeed"
 
-    def __init__(self, module: torch.nn.Module, settings: dict):
+    def __init__(self, module: torch.nn.Module, run: CellTrainSettings):
         self.device = next(module.parameters()).device
         device_type = self.device.type
         init_distributed(device_type)
@@ -87,8 +88,7 @@ class DeepSpeedEngine:
         self.world_size = dist.get_world_size()
         self.rank = dist.get_rank()
         self.is_main = self.rank == 0
-        self.settings = settings
-        self.config = ds_config(settings, self.world_size, device_type)
+        self.config = ds_config(run, self.world_size, device_type)
         self.clip = self.config["gradient_clipping"]
         self.zero_stage = self.config["zero_optimization"]["stage"]
         self.partitioned = self.zero_stage == 3  # module parameters hold only this rank's partition

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..settings import CellTrainSettings, TrainSettings
 from . import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -29,40 +30,37 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def accumulation_steps(settings: dict, world: int) -> int:
-    tr = settings["train"]
-    micro = tr["micro_batch_size"]
-    if tr["global_batch_size"] % (micro * world):
-        raise ValueError(f"train.global_batch_size={tr['global_batch_size']} is not a multiple of "
+def accumulation_steps(train: TrainSettings, world: int) -> int:
+    micro = train.micro_batch_size
+    if train.global_batch_size % (micro * world):
+        raise ValueError(f"train.global_batch_size={train.global_batch_size} is not a multiple of "
                          f"micro_batch_size x world size = {micro} x {world}")
-    return tr["global_batch_size"] // (micro * world)
+    return train.global_batch_size // (micro * world)
 
 
-def choose_engine(settings: dict, requested: str | None = None) -> str:
+def choose_engine(run: CellTrainSettings, requested: str | None = None) -> str:
     """DeepSpeed when asked, or when the job spans several GPUs or nodes; plain PyTorch otherwise."""
-    requested = requested or settings["train"].get("engine", "auto")
+    requested = requested or run.train.engine
     if requested != "auto":
         return requested
-    comp = settings["compressor"]
-    multi = comp.get("gpus", 0) > 1 or comp.get("nodes", 1) > 1 or world_size() > 1
-    return "deepspeed" if multi else "torch"
+    return "deepspeed" if run.compressor.multi_process or world_size() > 1 else "torch"
 
 
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, module: torch.nn.Module, settings: dict):
-        tr = settings["train"]
+    def __init__(self, module: torch.nn.Module, run: CellTrainSettings):
+        tr = run.train
         self.module = module
         self.rank, self.world_size, self.is_main = 0, 1, True
-        self.accum = accumulation_steps(settings, 1)
+        self.accum = accumulation_steps(tr, 1)
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.device_type = next(module.parameters()).device.type
         # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop torch picks on CPU
         # (tiny preset, 0.24 M parameters: 0.25 ms vs 1.6 ms per step) and deterministic
         fused = {"fused": True} if self.device_type in ("cpu", "cuda") else {}
-        self.optimizer = torch.optim.AdamW(self.params, lr=tr["lr"], betas=tuple(tr.get("adam_betas", (0.9, 0.95))),
-                                           weight_decay=tr.get("weight_decay", 0.0), **fused)
+        self.optimizer = torch.optim.AdamW(self.params, lr=tr.lr, betas=tr.adam_betas, weight_decay=tr.weight_decay,
+                                           **fused)
 
     def autocast(self):
         if self.device_type == "cuda":
@@ -108,12 +106,12 @@ class TorchEngine:
         return None
 
 
-def make_engine(module: torch.nn.Module, settings: dict, requested: str | None = None) -> Any:
-    name = choose_engine(settings, requested)
+def make_engine(module: torch.nn.Module, run: CellTrainSettings, requested: str | None = None) -> Any:
+    name = choose_engine(run, requested)
     if name == "torch":
-        return TorchEngine(module, settings)
+        return TorchEngine(module, run)
     if name == "deepspeed":
         from .ds_engine import DeepSpeedEngine
 
-        return DeepSpeedEngine(module, settings)
+        return DeepSpeedEngine(module, run)
     raise ValueError(f"unknown training engine {name!r} (expected auto, torch or deepspeed)")
