@@ -9,11 +9,17 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-from ctxcomp.config import checked_configfile  # noqa: E402
+from ctxcomp.config import checked_configfile, preset_path  # noqa: E402
 
 
 # checked first, so that a YAML syntax error names the file, line and column
 configfile: checked_configfile("config.yaml")
+
+
+# A preset named on the command line (`--config preset=tiny`, as profiles/tiny does) is merged over config.yaml and
+# under anything else given there; read here rather than by --configfile, so that its YAML errors are named too.
+if config.get("preset"):
+    workflow.configfile(checked_configfile(preset_path(config["preset"])))
 
 
 report: "workflow/report/workflow.rst"

@@ -233,6 +233,24 @@ def test_yaml_syntax_error_in_config_yaml_names_file_line_and_column(repo):
     assert f"config.yaml:{line + 1}:" in text  # PyYAML marks where the unclosed sequence meets the next key
 
 
+def test_yaml_syntax_error_in_the_profiles_preset_names_file_line_and_column(repo):
+    preset = repo / "workflow/presets/tiny.yaml"
+    text = preset.read_text()
+    n = len(text.splitlines())
+    with edited(preset, (text + "extra:\n  - [unclosed\n").encode()):
+        proc = run_snakemake(["--profile", "profiles/tiny", "-n", "paper"], cwd=repo, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "YAML syntax error" in out
+    assert f"workflow/presets/tiny.yaml:{n + 3}:" in out  # the unclosed sequence meets the end of the file
+
+
+def test_unknown_preset_is_a_config_error_naming_the_known_ones(repo):
+    proc = run_snakemake(["-n", "paper", "--config", "preset=tinyy"], cwd=repo, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config error at 'preset': no preset 'tinyy' (workflow/presets/: tiny)" in out
+
+
 def test_schema_error_is_one_line_and_exponent_numbers_are_accepted(repo):
     proc = smk(repo, "-n", "paper", extra={"train": {"lr": "fast"}}, check=False)
     text = proc.stdout + proc.stderr

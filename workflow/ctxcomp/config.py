@@ -314,6 +314,15 @@ def checked_configfile(path: str | Path) -> str:
     return str(path)
 
 
+def preset_path(name: str) -> str:
+    """workflow/presets/<name>.yaml, relative to the repository (the Snakefile's `preset` config key)."""
+    path = TINY_PRESET.parent / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in TINY_PRESET.parent.glob("*.yaml"))) or "none"
+        raise ConfigError(f"config error at 'preset': no preset {name!r} (workflow/presets/: {known})")
+    return str(path.relative_to(REPO_ROOT))
+
+
 def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Load and merge YAML files left to right (as `snakemake --configfile a b`), then validate."""
     cfg: dict = {}
