@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import CellTrainSettings, CompressorRef, TrainSettings
-from .engine import accumulation_steps
+from .world import accumulation_steps
 
 CONFIG_FILE = "ds_config.json"
 # Communication buckets (elements). GPU: large enough not to starve NVLink/IB on 8×H100, bounded extra memory.

@@ -257,7 +257,7 @@ class Trainer:
     def _probe_view(self) -> Any:
         """The model as the probes see it. The entropy probe reads the decoder's LM-head weight outside a forward,
         which a ZeRO-3 partition does not hold: it gets a gathered copy (collective; every rank probes)."""
-        if not getattr(self.engine, "partitioned", False):
+        if not self.engine.partitioned:
             return self.model
         head = self.model.decoder.get_output_embeddings()
         with torch.no_grad(), self.engine.gathered(head.parameters()):
