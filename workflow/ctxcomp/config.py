@@ -113,14 +113,17 @@ def validate_schema(cfg: dict, set_default: bool = True) -> dict:
 
 
 def fill_section(name: str, data: dict | None) -> dict:
-    """A copy of the top-level section `name` (e.g. "questions", "evaluate") validated against its subschema, with
-    the schema's defaults filled in: how a section built outside the pipeline (tests, notebooks) gets the values a
-    validated config would hold. Errors name the key path from the top (`questions.per_context`)."""
+    """A copy of the section `name` (e.g. "questions", "evaluate", "data.fineweb") validated against its subschema,
+    with the schema's defaults filled in: how a section built outside the pipeline (tests, notebooks) gets the
+    values a validated config would hold (for one that is, nothing changes). Errors name the key path from the top
+    (`questions.per_context`)."""
     sch = schema()
-    if name not in sch["properties"]:
-        raise ConfigError(f"config error at '{name}': no such section in the schema")
-    sub = {**sch["properties"][name], "$defs": sch["$defs"]}
-    return _validate(copy.deepcopy(dict(data or {})), sub, (name,), True)
+    sub = sch
+    for part in name.split("."):
+        if part not in sub.get("properties", {}):
+            raise ConfigError(f"config error at '{name}': no such section in the schema")
+        sub = sub["properties"][part]
+    return _validate(copy.deepcopy(dict(data or {})), {**sub, "$defs": sch["$defs"]}, tuple(name.split(".")), True)
 
 
 def _validator_class(set_default: bool):

@@ -199,7 +199,6 @@ def _hours(minutes: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ memory and disk
-GPU_MEM_DEFAULT_GB = 80.0  # schema default of slurm.gpu_mem_gb, for configs that predate the key
 
 
 def _mem(n: float | None, unit: int) -> str:
@@ -212,7 +211,7 @@ def resource_plan(jobs: list[PlannedJob], cfg: dict, gpu_mem_gb: float | None = 
     from .disk_plan import disk_estimate
     from .memory_plan import eval_estimate, train_estimate
 
-    cap = float(gpu_mem_gb or (cfg.get("slurm") or {}).get("gpu_mem_gb") or GPU_MEM_DEFAULT_GB)
+    cap = float(gpu_mem_gb or cfg["slurm"]["gpu_mem_gb"])  # the schema fills slurm.gpu_mem_gb
     rows, disk = [], []
     for job in sorted((j for j in jobs if j.cell), key=lambda j: (j.rule, j.cell)):
         cell = Cell(*job.cell)
