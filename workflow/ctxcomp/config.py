@@ -465,7 +465,7 @@ def train_settings(cfg: dict, cell: Cell, dynamics: bool = False) -> dict:
             "finetune": finetune,
             "deepspeed": copy.deepcopy(comp["deepspeed"]),
             "gpus": comp["train_resources"]["gpu"],
-            "nodes": comp["train_resources"].get("nodes", 1),
+            "nodes": comp["train_resources"]["nodes"],
         },
         "decoder": {"name": cell.decoder, "source": model_source(cfg, cell.decoder)},
     }
