@@ -27,9 +27,7 @@ _TRAIN_TOP_ONLY = {"cell_overrides"}
 #: run time (train_runtime), so editing one re-runs nothing and never invalidates a checkpoint.
 RUNTIME_TRAIN_KEYS = ("checkpoint_every", "keep_checkpoints", "keep_final_checkpoints", "stale_checkpoints",
                       "verify_checkpoints", "tensorboard")
-#: `train` keys a cell override may carry beyond the train keys: how the compressor is fine-tuned.
-CELL_ONLY_KEYS = ("finetune",)
-#: `train.cell_overrides` key of the dynamics run (a separate run of the dynamics cell, see dynamics_settings).
+#: `train.cell_overrides` key of the dynamics run (a separate run of the dynamics cell, see train_settings).
 DYNAMICS_KEY = "dynamics"
 #: Keys of `dynamics` that its own section sets; an override of them under cell_overrides.dynamics is refused.
 _DYNAMICS_OWN = ("max_steps", "probe_every")

@@ -121,7 +121,7 @@ def records(texts: list[str], n: int, chars: int = 6000) -> list[dict]:
              "continuation": stream[i * step + chars: (i + 1) * step]} for i in range(n)]
 
 
-def cell_model(shapes: Shapes, device: torch.device, engine: str, attn: str, comp_tok, dec_tok):
+def cell_model(shapes: Shapes, device: torch.device, attn: str, comp_tok, dec_tok):
     from ..model.compressor import ContextCompressor
 
     cuda = device.type == "cuda"
@@ -214,7 +214,7 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     torch.manual_seed(0)
     settings = train_settings(cfg, shapes, engine_name)
-    model = cell_model(shapes, device, engine_name, attn, comp_tok, dec_tok)
+    model = cell_model(shapes, device, attn, comp_tok, dec_tok)
     engine = make_engine(model, settings, engine_name)
     model = engine.module
     collate = Collator(comp_tok, dec_tok, shapes.segment, shapes.continuation)

@@ -169,7 +169,7 @@ def run_launcher(cmd: list[str], env: dict[str, str]) -> int:
 
 
 def launch_training(settings: CellTrainSettings | Mapping, train_path: str, probe_path: str, run_dir: str,
-                    outputs: dict, log_path: str | None = None, engine: str | None = None) -> dict | None:
+                    outputs: dict, engine: str | None = None) -> dict | None:
     """Train one run (`settings`: the rule's params with their runtime keys, or the built settings) in this
     process, or start its ranks with the launcher its resources need."""
     run = CellTrainSettings.of(settings)
