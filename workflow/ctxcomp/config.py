@@ -219,46 +219,68 @@ def _check_overrides(cfg: dict) -> None:
         _check_batch({**tr, **overrides.get(DYNAMICS_KEY, {})}, f"train.cell_overrides.{DYNAMICS_KEY}")
 
 
+def _check_ratios(where: str, ratios: list[int], L: int) -> None:
+    for i, r in enumerate(ratios):
+        if L % r:
+            raise ConfigError(f"config error at '{where}.{i}': ratio {r} does not divide {L} (segment.segment_tokens)")
+
+
+def _check_dynamics(cfg: dict) -> None:
+    dyn = cfg["dynamics"]
+    if dyn["compressor"] not in cfg["compressors"]:
+        raise ConfigError(f"config error at 'dynamics.compressor': '{dyn['compressor']}' is not in 'compressors'")
+    if dyn["ratio"] not in cfg["ratios"]:
+        raise ConfigError(f"config error at 'dynamics.ratio': {dyn['ratio']} is not in 'ratios'")
+    if dyn["probe_every"] > dyn["max_steps"]:
+        raise ConfigError(f"config error at 'dynamics.probe_every': {dyn['probe_every']} is more than "
+                          f"dynamics.max_steps={dyn['max_steps']} (no probe checkpoint would be written)")
+
+
+def _check_lora_control(cfg: dict) -> None:
+    lc, models = cfg["lora_control"], cfg["models"]
+    for i, name in enumerate(lc["compressors"]):
+        where = f"lora_control.compressors.{i}"
+        _need_model(cfg, name, where)
+        if models[name]["finetune"] != "lora":
+            raise ConfigError(f"config error at '{where}': model '{name}' has finetune "
+                              f"'{models[name]['finetune']}', expected lora")
+        lora_twin(cfg, name, where)
+    _check_ratios("lora_control.ratios", lc["ratios"], cfg["segment"]["segment_tokens"])
+
+
+def _check_built_models(cfg: dict) -> None:
+    """Models the pipeline builds (tiny preset) need the `tiny` section and one of its tokenizers."""
+    tiny = cfg.get("tiny")
+    for name, spec in cfg["models"].items():
+        if "build" in spec:
+            if not tiny:
+                raise ConfigError(f"config error at 'models.{name}.build': built models need a 'tiny' section")
+            tok = spec["build"]["tokenizer"]
+            if tok not in tiny["tokenizers"]:
+                raise ConfigError(f"config error at 'models.{name}.build.tokenizer': unknown tokenizer '{tok}'")
+            b = spec["build"]
+            if b["num_attention_heads"] % b["num_key_value_heads"]:
+                raise ConfigError(f"config error at 'models.{name}.build.num_key_value_heads': must divide heads")
+
+
 def check_references(cfg: dict) -> None:
     """Checks beyond the schema: names must exist, ratios must divide L, batch sizes must divide, overrides must
     address a run, lora_control names must have a full-fine-tune twin."""
-    models = cfg["models"]
     for i, name in enumerate(cfg["compressors"]):
         _need_model(cfg, name, f"compressors.{i}")
     _need_model(cfg, cfg["decoder"], "decoder")
     L = cfg["segment"]["segment_tokens"]
-    for i, r in enumerate(cfg["ratios"]):
-        if L % r:
-            raise ConfigError(f"config error at 'ratios.{i}': ratio {r} does not divide segment.segment_tokens={L}")
+    _check_ratios("ratios", cfg["ratios"], L)
     abl = cfg.get("ablation")
     if abl:
         for key in ("decoders", "compressors"):
             for i, name in enumerate(abl[key]):
                 _need_model(cfg, name, f"ablation.{key}.{i}")
-        for i, r in enumerate(abl["ratios"]):
-            if L % r:
-                raise ConfigError(f"config error at 'ablation.ratios.{i}': ratio {r} does not divide {L}")
-    dyn = cfg.get("dynamics")
-    if dyn:
-        if dyn["compressor"] not in cfg["compressors"]:
-            raise ConfigError(f"config error at 'dynamics.compressor': '{dyn['compressor']}' is not in 'compressors'")
-        if dyn["ratio"] not in cfg["ratios"]:
-            raise ConfigError(f"config error at 'dynamics.ratio': {dyn['ratio']} is not in 'ratios'")
-        if dyn["probe_every"] > dyn["max_steps"]:
-            raise ConfigError(f"config error at 'dynamics.probe_every': {dyn['probe_every']} is more than "
-                              f"dynamics.max_steps={dyn['max_steps']} (no probe checkpoint would be written)")
-    lc = cfg.get("lora_control")
-    if lc:
-        for i, name in enumerate(lc["compressors"]):
-            where = f"lora_control.compressors.{i}"
-            _need_model(cfg, name, where)
-            if models[name]["finetune"] != "lora":
-                raise ConfigError(f"config error at '{where}': model '{name}' has finetune "
-                                  f"'{models[name]['finetune']}', expected lora")
-            lora_twin(cfg, name, where)
-        for i, r in enumerate(lc["ratios"]):
-            if L % r:
-                raise ConfigError(f"config error at 'lora_control.ratios.{i}': ratio {r} does not divide {L}")
+        _check_ratios("ablation.ratios", abl["ratios"], L)
+    if cfg.get("dynamics"):
+        _check_dynamics(cfg)
+    if cfg.get("lora_control"):
+        _check_lora_control(cfg)
     _check_batch(cfg["train"], "train")
     _check_overrides(cfg)
     for name, src in cfg["data"].items():
@@ -269,17 +291,7 @@ def check_references(cfg: dict) -> None:
     chunk_tok = cfg["data"]["fineweb"].get("chunk_tokenizer")
     if chunk_tok:
         _need_model(cfg, chunk_tok, "data.fineweb.chunk_tokenizer")
-    tiny = cfg.get("tiny")
-    for name, spec in models.items():
-        if "build" in spec:
-            if not tiny:
-                raise ConfigError(f"config error at 'models.{name}.build': built models need a 'tiny' section")
-            tok = spec["build"]["tokenizer"]
-            if tok not in tiny["tokenizers"]:
-                raise ConfigError(f"config error at 'models.{name}.build.tokenizer': unknown tokenizer '{tok}'")
-            b = spec["build"]
-            if b["num_attention_heads"] % b["num_key_value_heads"]:
-                raise ConfigError(f"config error at 'models.{name}.build.num_key_value_heads': must divide heads")
+    _check_built_models(cfg)
 
 
 def validate(cfg: dict) -> dict:

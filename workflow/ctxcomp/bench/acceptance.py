@@ -203,6 +203,68 @@ def estimate_for(shapes: Shapes, settings: CellTrainSettings, engine: str, devic
 
 
 # ------------------------------------------------------------------------------------------------ training
+class _Steps:
+    """Optimizer steps of ACCUM micro-batches each, cycling over a pool of collated batches."""
+
+    def __init__(self, engine: Any, pool: list[dict], weights: dict, lr: float, clip: float):
+        self.engine, self.pool, self.weights, self.lr, self.clip = engine, pool, weights, lr, clip
+
+    def micro(self, mb: dict) -> torch.Tensor:
+        with self.engine.autocast():
+            out = self.engine.forward(mb, self.weights)
+        self.engine.backward(out["loss"])
+        return out["loss"].detach()
+
+    def step(self, i: int) -> float:
+        losses = [self.micro(self.pool[(ACCUM * i + k) % POOL]) for k in range(ACCUM)]
+        self.engine.step(self.lr, self.clip)
+        return float(sum(float(x) for x in losses) / len(losses))
+
+    def warm_up(self, widest: dict, checkpointing: bool) -> tuple[int, int]:
+        """Two warm-up steps; returns (saved-for-backward bytes of the widest micro-batch, measured as the first
+        micro-batch of the first step, and the model FLOPs of a step, counted without activation recomputation:
+        the recomputed forward is not model work)."""
+        engine, model, saved = self.engine, self.engine.module, {}
+
+        def fwd():
+            with engine.autocast():
+                saved["out"] = engine.forward(widest, self.weights)
+
+        act_measured = saved_bytes(fwd, list(model.parameters()))
+        engine.backward(saved.pop("out")["loss"])
+        self.micro(self.pool[0])
+        engine.step(self.lr, self.clip)
+        if checkpointing:
+            model.compressor.gradient_checkpointing_disable()
+        flops = count_flops(lambda: self.micro(self.pool[0])) * ACCUM
+        if checkpointing:
+            model.compressor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.micro(self.pool[1])
+        engine.step(self.lr, self.clip)
+        return act_measured, flops
+
+    def timed(self, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
+        """(mean micro-batch loss, seconds) of each of `steps` steps."""
+        losses, times = [], []
+        for i in range(steps):
+            _sync(device)
+            t0 = time.perf_counter()
+            losses.append(self.step(i))
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        return losses, times
+
+
+def _saved_estimate(est: Any, shape: Any, checkpointing: bool) -> int:
+    """The plan's saved-for-backward bytes of a micro-batch, as saved_bytes counts them."""
+    act = sum(est.parts[k] for k in ("act_compressor", "act_head", "act_decoder", "act_logits"))
+    if est.parts.get("autocast_copies"):  # autocast's bf16 weight copies are saved for backward (outside
+        # checkpointed layers: only the adapter's)
+        d_c, d_d = shape.comp.hidden, shape.dec.hidden
+        act += 2 * (d_c * d_d + d_d * d_d) if checkpointing else est.parts["autocast_copies"]
+    return act
+
+
 def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: str, attn: str, steps: int,
                  toks, recs: list[dict]) -> dict[str, Any]:
     from ..model.collate import Collator, to_device
@@ -221,64 +283,22 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     pool = [to_device({k: v for k, v in collate(recs[i * shapes.micro_batch:(i + 1) * shapes.micro_batch]).items()
                        if isinstance(v, torch.Tensor)}, engine.device if hasattr(engine, "device") else device)
             for i in range(POOL)]
-    weights = settings.train.loss_weights.as_weights()
-    tr = settings.train
     widest = max(pool, key=lambda b: b["comp_ids"].shape[1] * 10**6 + max(b["re_ids"].shape[1], b["nt_ids"].shape[1]))
     shape, est = estimate_for(shapes, settings, engine_name, device, widest, attn)
     model.train()
-
-    def micro(mb: dict) -> torch.Tensor:
-        with engine.autocast():
-            out = engine.forward(mb, weights)
-        engine.backward(out["loss"])
-        return out["loss"].detach()
-
-    def step(i: int) -> float:
-        losses = [micro(pool[(ACCUM * i + k) % POOL]) for k in range(ACCUM)]
-        engine.step(tr.lr, tr.grad_clip)
-        return float(sum(float(x) for x in losses) / len(losses))
-
-    # saved-for-backward bytes of the widest micro-batch (the first micro-batch of a warm-up step)
-    saved = {}
-
-    def fwd():
-        with engine.autocast():
-            saved["out"] = engine.forward(widest, weights)
-
-    act_measured = saved_bytes(fwd, list(model.parameters()))
-    engine.backward(saved.pop("out")["loss"])
-    micro(pool[0])
-    engine.step(tr.lr, tr.grad_clip)
-    # model FLOPs of a step: counted without activation recomputation (the recomputed forward is not model work)
-    if shapes.checkpointing:
-        model.compressor.gradient_checkpointing_disable()
-    flops = count_flops(lambda: micro(pool[0])) * ACCUM
-    if shapes.checkpointing:
-        model.compressor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    micro(pool[1])
-    engine.step(tr.lr, tr.grad_clip)
+    run = _Steps(engine, pool, settings.train.loss_weights.as_weights(), settings.train.lr, settings.train.grad_clip)
+    act_measured, flops = run.warm_up(widest, shapes.checkpointing)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    losses, times = [], []
-    for i in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        losses.append(step(i))
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    losses, times = run.timed(steps, device)
     tokens = ACCUM * sum(int(b["comp_mask"].sum() + b["re_mask"].sum() + b["nt_mask"].sum()) for b in pool) / POOL
-    act_est = sum(est.parts[k] for k in ("act_compressor", "act_head", "act_decoder", "act_logits"))
-    if est.parts.get("autocast_copies"):  # autocast's bf16 weight copies are saved for backward (outside
-        # checkpointed layers: only the adapter's)
-        d_c, d_d = shape.comp.hidden, shape.dec.hidden
-        act_est += 2 * (d_c * d_d + d_d * d_d) if shapes.checkpointing else est.parts["autocast_copies"]
     row: dict[str, Any] = {
         "engine": engine.name if engine_name == "torch" else f"deepspeed-zero{shape.zero_stage}", "attn": attn,
         "steps": steps, "accum": ACCUM, "micro_batch": shapes.micro_batch, "tokens_per_step": tokens,
         "comp_len": int(widest["comp_ids"].shape[1]), "target_len": shape.dec_target,
         "step_s": statistics.median(times), "step_s_min": min(times), "tokens_per_s": tokens / statistics.median(times),
         "flops_per_step": flops, "losses": losses,
-        "saved_measured": act_measured, "saved_estimate": act_est,
+        "saved_measured": act_measured, "saved_estimate": _saved_estimate(est, shape, shapes.checkpointing),
         "peak_estimate": est.peak_bytes, "estimate_parts": est.parts,
     }
     if device.type == "cuda":

@@ -159,11 +159,98 @@ def build_tiny(cfg: dict, root: Path, global_batch: int) -> dict[str, str]:
     return sources
 
 
+class _StepTimer:
+    """Seconds per step of a Trainer's steps and of a bare forward/backward on the same micro-batch (the cell's
+    train.jsonl holds exactly one global batch of one micro-batch, so every step does the same work)."""
+
+    def __init__(self, tr: Any, weights: dict, block: int):
+        from ..model.collate import to_device
+
+        self.tr, self.weights, self.block = tr, weights, block
+        assert len(tr.micro_batches(0)) == 1, "benchmark expects one micro-batch per step"
+        self.batch = to_device(tr.micro_batches(0)[0], tr.device)
+        self.params = [p for p in tr.model.parameters() if p.requires_grad]
+        self.counter = iter(range(10**6))
+
+    def bare(self) -> None:
+        for p in self.params:
+            p.grad = None
+        out = self.tr.model(self.batch, weights=self.weights)
+        out["loss"].backward()
+
+    def trainer_block(self, prefetch: bool) -> float:
+        """Seconds per step over `block` consecutive Trainer steps (as in Trainer.run)."""
+        ctx = self.tr.prefetching() if prefetch else contextlib.nullcontext()
+        with ctx:
+            self.tr.train_step(next(self.counter), self.weights)  # untimed: starts the pipeline
+            _sync(self.tr.device)
+            t0 = time.perf_counter()
+            for _ in range(self.block):
+                self.tr.train_step(next(self.counter), self.weights)
+            _sync(self.tr.device)
+            return (time.perf_counter() - t0) / self.block
+
+    def bare_block(self) -> float:
+        _sync(self.tr.device)
+        t0 = time.perf_counter()
+        for _ in range(self.block):
+            self.bare()
+        _sync(self.tr.device)
+        return (time.perf_counter() - t0) / self.block
+
+    def measure(self, repeats: int, grad_clip: float) -> dict[str, list[float]]:
+        """Per kind (loop, bare, sync = no prefetch, collate, opt), one time per repeat, interleaved."""
+        device = self.tr.device
+        t: dict[str, list[float]] = {"loop": [], "bare": [], "sync": [], "collate": [], "opt": []}
+        for _ in range(repeats):
+            t["loop"].append(self.trainer_block(True))
+            t["bare"].append(self.bare_block())
+            t["sync"].append(self.trainer_block(False))
+            t["collate"].append(timed(lambda: self.tr.micro_batches(0), device))
+            self.bare()  # gradients for the optimizer to use
+            t["opt"].append(timed(lambda: self.tr.engine.step(1e-6, grad_clip), device))
+        return t
+
+
+def _cell_row(compressor: str, finetune: str, model: Any, batch: dict, tokens: int, flops: int,
+              t: dict[str, list[float]], peak: float) -> dict[str, Any]:
+    """The benchmark's row of one cell. Interference from other processes only ever adds time: the fastest block of
+    each kind is the cleanest estimate (medians are kept in the JSON next to the report)."""
+    from ..model.compressor import count_parameters
+
+    med = statistics.median
+    loop, plain, sync = min(t["loop"]), min(t["bare"]), min(t["sync"])
+    return {
+        "compressor": compressor,
+        "finetune": finetune,
+        "compressor_params": count_parameters(model.compressor),
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "decoder_params": count_parameters(model.decoder),
+        "batch": int(batch["comp_ids"].shape[0]),
+        "tokens_per_step": tokens,
+        "flops_per_step": flops,
+        "trainer_step_s": loop,
+        "trainer_step_no_prefetch_s": sync,
+        "bare_fwd_bwd_s": plain,
+        "collate_s": min(t["collate"]),
+        "optimizer_s": min(t["opt"]),
+        "overhead": loop / plain - 1.0,
+        "overhead_no_prefetch": sync / plain - 1.0,
+        "overhead_median": med(t["loop"]) / med(t["bare"]) - 1.0,
+        "trainer_step_median_s": med(t["loop"]),
+        "bare_fwd_bwd_median_s": med(t["bare"]),
+        "tokens_per_s": tokens / loop,
+        "flops_per_s": flops / loop,
+        "flops_per_s_bare": flops / plain,
+        "of_peak": flops / loop / peak,
+        "spread_trainer": (min(t["loop"]), max(t["loop"])),
+        "spread_bare": (min(t["bare"]), max(t["bare"])),
+    }
+
+
 def bench_cell(cfg: dict, compressor: str, sources: dict[str, str], root: Path, repeats: int, block: int,
                peak: float) -> dict[str, Any]:
     from ..config import Cell
-    from ..model.collate import to_device
-    from ..model.compressor import count_parameters
     from ..settings import CellTrainSettings
     from ..train.loop import Trainer
 
@@ -174,81 +261,15 @@ def bench_cell(cfg: dict, compressor: str, sources: dict[str, str], root: Path, 
     # (and the bare pass on step 0's tensors) do the same work
     tr = Trainer(s, str(root / "train.jsonl"), str(root / "probe.jsonl"), str(root / f"run-{compressor}"),
                  engine="torch")
-    model, device, weights = tr.model, tr.device, s.train.loss_weights.as_weights()
-    model.train()
-    assert len(tr.micro_batches(0)) == 1, "benchmark expects one micro-batch per step"
-    batch = to_device(tr.micro_batches(0)[0], device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    counter = iter(range(10**6))
-
-    def bare() -> None:
-        for p in params:
-            p.grad = None
-        out = model(batch, weights=weights)
-        out["loss"].backward()
-
-    def trainer_block(prefetch: bool) -> float:
-        """Seconds per step over `block` consecutive Trainer steps (as in Trainer.run)."""
-        ctx = tr.prefetching() if prefetch else contextlib.nullcontext()
-        with ctx:
-            tr.train_step(next(counter), weights)  # untimed: starts the pipeline
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(block):
-                tr.train_step(next(counter), weights)
-            _sync(device)
-            return (time.perf_counter() - t0) / block
-
-    def bare_block() -> float:
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(block):
-            bare()
-        _sync(device)
-        return (time.perf_counter() - t0) / block
-
-    trainer_block(True)  # warm-up (allocator, thread pools, lazy inits)
-    bare_block()
-    flops = count_flops(bare)
-    tokens = int(model(batch, weights=weights)["tokens"])
-    t_loop, t_sync, t_bare, t_collate, t_opt = [], [], [], [], []
-    for _ in range(repeats):
-        t_loop.append(trainer_block(True))
-        t_bare.append(bare_block())
-        t_sync.append(trainer_block(False))
-        t_collate.append(timed(lambda: tr.micro_batches(0), device))
-        bare()  # gradients for the optimizer to use
-        t_opt.append(timed(lambda: tr.engine.step(1e-6, s.train.grad_clip), device))
-    # Interference from other processes only ever adds time: the fastest block of each kind is the cleanest
-    # estimate (medians are kept in the JSON next to the report).
-    med = statistics.median
-    loop, plain, sync = min(t_loop), min(t_bare), min(t_sync)
-    return {
-        "compressor": compressor,
-        "finetune": s.compressor.finetune,
-        "compressor_params": count_parameters(model.compressor),
-        "trainable_params": count_parameters(model, trainable_only=True),
-        "decoder_params": count_parameters(model.decoder),
-        "batch": int(batch["comp_ids"].shape[0]),
-        "tokens_per_step": tokens,
-        "flops_per_step": flops,
-        "trainer_step_s": loop,
-        "trainer_step_no_prefetch_s": sync,
-        "bare_fwd_bwd_s": plain,
-        "collate_s": min(t_collate),
-        "optimizer_s": min(t_opt),
-        "overhead": loop / plain - 1.0,
-        "overhead_no_prefetch": sync / plain - 1.0,
-        "overhead_median": med(t_loop) / med(t_bare) - 1.0,
-        "trainer_step_median_s": med(t_loop),
-        "bare_fwd_bwd_median_s": med(t_bare),
-        "tokens_per_s": tokens / loop,
-        "flops_per_s": flops / loop,
-        "flops_per_s_bare": flops / plain,
-        "of_peak": flops / loop / peak,
-        "spread_trainer": (min(t_loop), max(t_loop)),
-        "spread_bare": (min(t_bare), max(t_bare)),
-    }
+    weights = s.train.loss_weights.as_weights()
+    tr.model.train()
+    timer = _StepTimer(tr, weights, block)
+    timer.trainer_block(True)  # warm-up (allocator, thread pools, lazy inits)
+    timer.bare_block()
+    flops = count_flops(timer.bare)
+    tokens = int(tr.model(timer.batch, weights=weights)["tokens"])
+    t = timer.measure(repeats, s.train.grad_clip)
+    return _cell_row(compressor, s.compressor.finetune, tr.model, timer.batch, tokens, flops, t, peak)
 
 
 def run_tiny(repeats: int, block: int) -> dict[str, Any]:
@@ -328,51 +349,36 @@ def report_tiny(res: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- GPU mode
-def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpointing: bool,
-                  device: str = "cuda", shapes: dict | None = None) -> dict[str, Any]:
-    """One training step of the paper-shaped ablation cell. `device`/`shapes` exist for the CPU smoke test only
-    (shapes: {"compressor": cfg dict, "decoder": cfg dict, "bos": id|None, "L": int, "C": int, "peak_n": tuple})."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+def _gpu_shapes(decoder_shape: str, shapes: dict | None, cfg: dict) -> tuple[Any, Any, int | None, int, int, tuple]:
+    """(compressor config, decoder config, decoder BOS id, L, C, matmul sizes of the peak): the paper's shapes at
+    config.yaml's L and continuation, or the CPU smoke test's `shapes`."""
+    from transformers import LlamaConfig, Qwen3Config
 
-    from ..config import load_config, main_cells
-    from ..model.compressor import ContextCompressor, count_parameters
-    from ..settings import CellTrainSettings
-    from ..train.engine import TorchEngine
-
-    device = torch.device(device)
-    torch.manual_seed(0)
-    cfg = load_config(ROOT / "config.yaml")
+    if shapes is not None:
+        return (Qwen3Config(**shapes["compressor"]), LlamaConfig(**shapes["decoder"]), shapes.get("bos"),
+                shapes["L"], shapes["C"], shapes["peak_n"])
     L, C = cfg["segment"]["segment_tokens"], cfg["segment"]["continuation_tokens"]
-    if shapes is None:
-        comp_cfg = Qwen3Config(**QWEN3_0_6B)
-        if decoder_shape == "qwen3-0.6b":
-            dec_cfg, bos = Qwen3Config(**QWEN3_0_6B), None
-        else:
-            dec_cfg, bos = LlamaConfig(**LLAMA3_8B), LLAMA3_8B["bos_token_id"]
-        peak_n = (4096, 8192)
+    if decoder_shape == "qwen3-0.6b":
+        dec_cfg, bos = Qwen3Config(**QWEN3_0_6B), None
     else:
-        comp_cfg, dec_cfg = Qwen3Config(**shapes["compressor"]), LlamaConfig(**shapes["decoder"])
-        bos, L, C, peak_n = shapes.get("bos"), shapes["L"], shapes["C"], shapes["peak_n"]
-    low = torch.bfloat16 if device.type == "cuda" else torch.float32
-    M = L // 16
-    # as build_for_training: fp32 trainable compressor (bf16 autocast on GPU), frozen decoder in bf16
-    comp = AutoModelForCausalLM.from_config(comp_cfg, attn_implementation="sdpa", dtype=torch.float32).to(device)
-    dec = AutoModelForCausalLM.from_config(dec_cfg, attn_implementation="sdpa", dtype=low).to(device)
-    model = ContextCompressor(comp, dec, M, decoder_bos_id=bos).to(device)
-    run = CellTrainSettings.for_cell(cfg, main_cells(cfg)[0])  # config.yaml's train settings, one micro-batch a step
-    run = run.replace(train=run.train.replace(micro_batch_size=micro_batch, global_batch_size=micro_batch))
-    engine = TorchEngine(model, run)
-    B, T_re = micro_batch, L + 1  # a segment re-tokenised by the decoder is about L tokens, plus EOS
+        dec_cfg, bos = LlamaConfig(**LLAMA3_8B), LLAMA3_8B["bos_token_id"]
+    return Qwen3Config(**QWEN3_0_6B), dec_cfg, bos, L, C, (4096, 8192)
 
-    def ids(n: int, vocab: int) -> torch.Tensor:
-        return torch.randint(0, vocab, (B, n), device=device)
 
-    batch = {"comp_ids": ids(L, comp.config.vocab_size), "comp_mask": torch.ones(B, L, dtype=torch.long, device=device),
-             "re_ids": ids(T_re, dec.config.vocab_size),
-             "re_mask": torch.ones(B, T_re, dtype=torch.long, device=device),
-             "nt_ids": ids(C, dec.config.vocab_size), "nt_mask": torch.ones(B, C, dtype=torch.long, device=device)}
+def _random_batch(B: int, parts: dict[str, tuple[int, int]], device: torch.device) -> dict[str, torch.Tensor]:
+    """B rows of random ids and all-ones masks per part ({"comp": (length, vocab), "re": ..., "nt": ...})."""
+    out = {}
+    for name, (n, vocab) in parts.items():
+        out[f"{name}_ids"] = torch.randint(0, vocab, (B, n), device=device)
+        out[f"{name}_mask"] = torch.ones(B, n, dtype=torch.long, device=device)
+    return out
+
+
+def _time_steps(engine: Any, batch: dict, run: Any, checkpointing: bool, repeats: int,
+                device: torch.device) -> tuple[int, int, list[float]]:
+    """(model FLOPs, hardware FLOPs with recomputation, seconds of each of `repeats` steps after 3 warm-up steps)
+    of a TorchEngine step on `batch`; switches on gradient checkpointing of both models if asked."""
     weights = run.train.loss_weights.as_weights()
-    model.train()
 
     def fwd_bwd() -> None:
         with engine.autocast():
@@ -386,15 +392,46 @@ def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpoint
     model_flops = count_flops(fwd_bwd)  # without recomputation: model FLOPs
     engine.optimizer.zero_grad(set_to_none=True)
     if checkpointing:
-        comp.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        dec.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for m in (engine.module.compressor, engine.module.decoder):
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     hw_flops = count_flops(fwd_bwd)  # with recomputation: hardware FLOPs
     engine.optimizer.zero_grad(set_to_none=True)
     for _ in range(3):
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = [timed(step, device) for _ in range(repeats)]
+    return model_flops, hw_flops, [timed(step, device) for _ in range(repeats)]
+
+
+def run_gpu_shape(decoder_shape: str, repeats: int, micro_batch: int, checkpointing: bool,
+                  device: str = "cuda", shapes: dict | None = None) -> dict[str, Any]:
+    """One training step of the paper-shaped ablation cell. `device`/`shapes` exist for the CPU smoke test only
+    (shapes: {"compressor": cfg dict, "decoder": cfg dict, "bos": id|None, "L": int, "C": int, "peak_n": tuple})."""
+    from transformers import AutoModelForCausalLM
+
+    from ..config import load_config, main_cells
+    from ..model.compressor import ContextCompressor, count_parameters
+    from ..settings import CellTrainSettings
+    from ..train.engine import TorchEngine
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / "config.yaml")
+    comp_cfg, dec_cfg, bos, L, C, peak_n = _gpu_shapes(decoder_shape, shapes, cfg)
+    low = torch.bfloat16 if device.type == "cuda" else torch.float32
+    M = L // 16
+    # as build_for_training: fp32 trainable compressor (bf16 autocast on GPU), frozen decoder in bf16
+    comp = AutoModelForCausalLM.from_config(comp_cfg, attn_implementation="sdpa", dtype=torch.float32).to(device)
+    dec = AutoModelForCausalLM.from_config(dec_cfg, attn_implementation="sdpa", dtype=low).to(device)
+    model = ContextCompressor(comp, dec, M, decoder_bos_id=bos).to(device)
+    run = CellTrainSettings.for_cell(cfg, main_cells(cfg)[0])  # config.yaml's train settings, one micro-batch a step
+    run = run.replace(train=run.train.replace(micro_batch_size=micro_batch, global_batch_size=micro_batch))
+    engine = TorchEngine(model, run)
+    B, T_re = micro_batch, L + 1  # a segment re-tokenised by the decoder is about L tokens, plus EOS
+    batch = _random_batch(B, {"comp": (L, comp.config.vocab_size), "re": (T_re, dec.config.vocab_size),
+                              "nt": (C, dec.config.vocab_size)}, device)
+    model.train()
+    model_flops, hw_flops, times = _time_steps(engine, batch, run, checkpointing, repeats, device)
     t = statistics.median(times)
     peak = matmul_peak(device, low, peak_n, repeats=10)
     tokens = B * (L + T_re + C)
