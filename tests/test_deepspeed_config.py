@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ctxcomp.config import Cell, load_config, train_settings
+from ctxcomp.config import Cell, load_config
+from ctxcomp.settings import CellTrainSettings, DeepSpeedSpec
 from ctxcomp.train.deepspeed_config import ds_config, validate
 from ctxcomp.train.launch import WORKER, launch_command, launch_env
 
@@ -19,7 +20,7 @@ COMPRESSORS = sorted(set(CFG["compressors"]) | set(CFG["ablation"]["compressors"
 
 @pytest.mark.parametrize("name", COMPRESSORS)
 def test_real_model_config_is_valid_for_deepspeed(name):
-    s = train_settings(CFG, Cell(CFG["decoder"], name, 16))
+    s = CellTrainSettings.for_cell(CFG, Cell(CFG["decoder"], name, 16))
     spec = CFG["models"][name]
     world = spec["train_resources"]["gpu"] * spec["train_resources"].get("nodes", 1)
     cfg = ds_config(s, world, "cuda")
@@ -42,7 +43,7 @@ def test_real_model_config_is_valid_for_deepspeed(name):
 
 def test_tiny_cpu_config_is_fp32_and_valid():
     cfg_tiny = load_config(ROOT / "config.yaml", ROOT / "workflow" / "presets" / "tiny.yaml")
-    s = train_settings(cfg_tiny, Cell(cfg_tiny["decoder"], "tiny-qwen-s", 16))
+    s = CellTrainSettings.for_cell(cfg_tiny, Cell(cfg_tiny["decoder"], "tiny-qwen-s", 16))
     cfg = ds_config(s, 1, "cpu")
     parsed = validate(cfg, 1)
     assert not parsed.bfloat16_config.enabled and not parsed.zero_config.overlap_comm
@@ -51,20 +52,21 @@ def test_tiny_cpu_config_is_fp32_and_valid():
 
 
 def test_batch_size_must_divide_across_ranks():
-    s = train_settings(CFG, Cell(CFG["decoder"], "qwen3-0.6b", 16))
+    s = CellTrainSettings.for_cell(CFG, Cell(CFG["decoder"], "qwen3-0.6b", 16))
     with pytest.raises(ValueError, match="not a multiple"):
         ds_config(s, 12, "cuda")  # 256 is not a multiple of 8 x 12
 
 
 def test_offload_param_needs_stage_3():
-    s = train_settings(CFG, Cell(CFG["decoder"], "qwen3-0.6b", 16))
-    s["compressor"]["deepspeed"] = {"zero_stage": 2, "offload_param": True}
+    s = CellTrainSettings.for_cell(CFG, Cell(CFG["decoder"], "qwen3-0.6b", 16))
+    s = s.replace(compressor=s.compressor.replace(
+        deepspeed=DeepSpeedSpec(zero_stage=2, offload_optimizer=False, offload_param=True)))
     with pytest.raises(ValueError, match="offload_param"):
         ds_config(s, 4, "cuda")
 
 
 def test_launch_command_single_node_and_cpu_env():
-    s = train_settings(CFG, Cell(CFG["decoder"], "qwen3-0.6b", 16))
+    s = CellTrainSettings.for_cell(CFG, Cell(CFG["decoder"], "qwen3-0.6b", 16))
     cmd = launch_command(s, "/run/args.json", env={"CTXCOMP_MASTER_PORT": "31000"})
     assert cmd[:4] == [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
     assert cmd[cmd.index("--num_gpus") + 1] == "4" and cmd[cmd.index("--master_port") + 1] == "31000"
@@ -75,6 +77,6 @@ def test_launch_command_single_node_and_cpu_env():
 
 
 def test_launch_command_multi_node_needs_slurm():
-    s = train_settings(CFG, Cell(CFG["decoder"], "llama3.2-90b", 16))
+    s = CellTrainSettings.for_cell(CFG, Cell(CFG["decoder"], "llama3.2-90b", 16))
     with pytest.raises(RuntimeError, match="Slurm"):
         launch_command(s, "/run/args.json", env={})

@@ -17,6 +17,7 @@ from ctxcomp.io import read_jsonl, write_jsonl
 from ctxcomp.metrics.entropy import entropy_from_logits
 from ctxcomp.model.collate import Collator, pad_id_of, right_pad
 from ctxcomp.model.load import build_for_training, load_trained, save_trained
+from ctxcomp.settings import CellTrainSettings
 from ctxcomp.paths import EVAL_TASKS
 from helpers_tiny import ROOT, chunk_records, c4_texts, tiny_env
 
@@ -37,7 +38,7 @@ def run(tmp_path_factory):
     s = env.settings(ratio=8)
     s["segment"].update({"segment_tokens": 32, "continuation_tokens": 16, "max_segments": 2})
     torch.manual_seed(0)
-    model, comp_tok, dec_tok = build_for_training(s, torch.device("cpu"), torch.float32)
+    model, comp_tok, dec_tok = build_for_training(CellTrainSettings.of(s), torch.device("cpu"), torch.float32)
     save_trained(model, comp_tok, dec_tok, base / "final", {"settings": s, "provenance": {"settings_hash": "x"}})
     cfg = load_config(ROOT / "config.yaml", ROOT / "workflow" / "presets" / "tiny.yaml")
     es = eval_settings(cfg, Cell("tiny-llama-dec", "tiny-qwen-s", 8))

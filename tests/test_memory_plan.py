@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from ctxcomp import disk_plan, plan
 from ctxcomp import memory_plan as mp
 from ctxcomp import model_dims as md
 from ctxcomp.config import Cell, load_config
+from ctxcomp.settings import CellTrainSettings
 from helpers_tiny import ROOT, tiny_env
 
-CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+CONFIG = load_config(ROOT / "config.yaml")  # validated: the plan reads a config with its defaults filled
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -133,8 +133,8 @@ def test_weight_gradient_and_optimizer_bytes_are_exact(tiny, tiny_cfg, tmp_path,
     if variant == "full-untied":  # the compressor's LM head: a parameter that never gets a gradient
         s["compressor"]["source"] = str(_untied_copy(tiny.compressor, tmp_path / "untied"))
     torch.manual_seed(0)
-    model, ct, dt = build_for_training(s, torch.device("cpu"), torch.float32)
-    engine = TorchEngine(model, s)
+    model, ct, dt = build_for_training(CellTrainSettings.of(s), torch.device("cpu"), torch.float32)
+    engine = TorchEngine(model, CellTrainSettings.of(s))
     seg = s["segment"]
     batch = to_device(Collator(ct, dt, seg["segment_tokens"], seg["continuation_tokens"])(tiny.records(4)), "cpu")
     engine.backward(engine.forward(batch, s["train"]["loss_weights"])["loss"])
@@ -187,7 +187,7 @@ def test_saved_activations_match_saved_tensors_hooks(tiny, tiny_cfg, finetune, d
     s = tiny.settings(finetune=finetune, gradient_checkpointing=ckpt, micro_batch_size=4, global_batch_size=4)
     s["train"]["lora"] = {**s["train"]["lora"], "dropout": dropout}
     torch.manual_seed(0)
-    model, ct, dt = build_for_training(s, torch.device("cpu"), torch.float32)
+    model, ct, dt = build_for_training(CellTrainSettings.of(s), torch.device("cpu"), torch.float32)
     # CPU stands in for the GPU precisions; its dropout keeps the mask in the input dtype (CUDA: bool)
     prec = {"fp32": (mp.FP32, mp.FP32), "bf16": (replace(mp.BF16, mask=2), replace(mp.BF16, mask=2)),
             "autocast": (mp.AUTOCAST, mp.BF16)}[precision]
@@ -244,9 +244,7 @@ def test_frozen_decoder_activations_of_the_main_decoder_by_hand():
 
 # ------------------------------------------------------------------------------------- ZeRO and evaluation
 def _shape(cfg, compressor, ratio=16, **over):
-    from ctxcomp.config import train_settings
-
-    s = train_settings(cfg, Cell(cfg["decoder"], compressor, ratio))
+    s = CellTrainSettings.for_cell(cfg, Cell(cfg["decoder"], compressor, ratio))
     return replace(mp.train_shape(cfg, s, device="cuda"), **over)
 
 
@@ -294,7 +292,8 @@ def test_disk_estimate_matches_the_files_of_a_real_run(tiny, tiny_cfg, tmp_path)
     s = tiny.settings(max_steps=6, checkpoint_every=3, keep_checkpoints=2, keep_final_checkpoints=True)
     run = tmp_path / "run"
     train_cell(s, str(tiny.train), str(tiny.probe), str(run), tiny.outputs(run), engine="torch")
-    est = disk_plan.estimate_disk(mp.train_shape(tiny_cfg, s, device="cpu"), s["train"])
+    r = CellTrainSettings.of(s)
+    est = disk_plan.estimate_disk(mp.train_shape(tiny_cfg, r, device="cpu"), r.train, r.runtime)
     ckpts = sorted((run / "checkpoints").glob("step_*"))
     assert len(ckpts) == est.keep == 2  # keep_checkpoints
     path = ckpts[-1] / "state.pt"
@@ -308,10 +307,11 @@ def test_disk_estimate_matches_the_files_of_a_real_run(tiny, tiny_cfg, tmp_path)
     weights = (run / "final" / "compressor" / "model.safetensors").stat().st_size
     head = (run / "final" / "head.pt").stat().st_size
     assert est.weights_bytes == pytest.approx(weights + head, rel=0.03)  # + file headers and pickle framing
-    assert est.probe_bytes == 0
-    assert est.after_bytes == est.final_bytes + 2 * est.checkpoint_bytes
-    assert disk_plan.estimate_disk(mp.train_shape(tiny_cfg, s, device="cpu"),
-                                   {**s["train"], "keep_final_checkpoints": False}).after_bytes == est.final_bytes
+    # the run kept its checkpoints (train.keep_final_checkpoints): after = final/ + keep_checkpoints of them
+    assert est.after_bytes == est.final_bytes + 2 * est.checkpoint_bytes and est.probe_bytes == 0
+    dropped = disk_plan.estimate_disk(mp.train_shape(tiny_cfg, r, device="cpu"), r.train,
+                                      r.runtime.replace(keep_final_checkpoints=False))
+    assert dropped.after_bytes == est.final_bytes
 
 
 def test_qwen3_8b_full_fine_tune_checkpoint_is_about_100_gb():

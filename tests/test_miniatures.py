@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from helpers_tiny import subprocess_env
-from miniature_env import MIRROR, minis
+from miniature_env import MIRROR, ROOT, minis
 
 from ctxcomp import miniatures as M
 
@@ -330,10 +330,15 @@ def test_weight_placement_policy():
     assert compressor_dtype("full", gpu, bf16, "deepspeed") == bf16  # DeepSpeed's bf16 optimizer: fp32 master
     assert compressor_dtype("full", gpu, bf16, "torch") == f32  # AdamW steps on these weights
     assert compressor_dtype("full", cpu, f32, "torch") == f32
-    s = {"compressor": {"deepspeed": {"zero_stage": 2}}}
+    from ctxcomp.config import Cell, load_config
+    from ctxcomp.settings import CellTrainSettings
+
+    cfg = load_config(ROOT / "config.yaml")
+    s = CellTrainSettings.for_cell(cfg, Cell(cfg["decoder"], "qwen3-0.6b", 16))
+    assert s.compressor.deepspeed.zero_stage == 2
     with zero3_init(s, cpu, "deepspeed") as z:
         assert z is None
-    s = {"compressor": {"deepspeed": {"zero_stage": 3}}}
+    s = s.replace(compressor=s.compressor.replace(deepspeed=s.compressor.deepspeed.replace(zero_stage=3)))
     with zero3_init(s, cpu, "torch") as z:
         assert z is None
 

@@ -72,11 +72,12 @@ def test_model_loss_equals_cross_entropy_of_its_logits(tmp_path_factory):
 
     from ctxcomp.model.collate import Collator
     from ctxcomp.model.load import build_for_training
+    from ctxcomp.settings import CellTrainSettings
 
     tiny = tiny_env(tmp_path_factory.mktemp("tiny"))
     s = tiny.settings()
     torch.manual_seed(0)
-    model, comp_tok, dec_tok = build_for_training(s, torch.device("cpu"), torch.float32)
+    model, comp_tok, dec_tok = build_for_training(CellTrainSettings.of(s), torch.device("cpu"), torch.float32)
     batch = Collator(comp_tok, dec_tok, s["segment"]["segment_tokens"], s["segment"]["continuation_tokens"])(
         tiny.records(3))
     params = [p for p in model.parameters() if p.requires_grad]

@@ -52,7 +52,7 @@ def test_offline_is_deterministic_and_seeded_by_id(tmp_path):
     _, _, first = run(tmp_path, contexts, tag="a")
     _, _, second = run(tmp_path, contexts, tag="b")
     assert first == second
-    s = QuestionSettings(**{k: v for k, v in QCFG.items()})
+    s = QuestionSettings.from_partial(QCFG)
     text = contexts[0]["context"]
     assert offline_questions("x", text, s) == offline_questions("x", text, s)
     assert any(offline_questions(f"id{i}", text, s) != offline_questions("x", text, s) for i in range(5))

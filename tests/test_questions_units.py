@@ -14,7 +14,7 @@ from ctxcomp.questions.settings import QuestionSettings
 from ctxcomp.questions.validate import find_span, validate_questions
 
 CONTEXT = "The  city council of\nSpringfield approved a new budget. Mayor Jane Doe said it would fund 3 libraries."
-S9 = QuestionSettings(per_context=9, unanswerable_per_context=2)
+S9 = QuestionSettings.from_partial({"backend": "openai", "per_context": 9, "unanswerable_per_context": 2})
 
 
 def good_items() -> list[dict]:
@@ -92,7 +92,7 @@ def test_mix_counts_and_coverage():
     assert any("got 10" in p for p in validate_questions(extra, CONTEXT, S9).problems)
     swapped = items[:-1] + [{"dimension": "main_topic", "question": "Another?", "answer": "budget"}]
     assert any("unanswerable questions, got 1" in p for p in validate_questions(swapped, CONTEXT, S9).problems)
-    small = QuestionSettings(per_context=3, unanswerable_per_context=1)  # fewer slots than dimensions: no coverage rule
+    small = S9.replace(per_context=3, unanswerable_per_context=1)  # fewer slots than dimensions: no coverage rule
     v = validate_questions(items[:2] + items[-1:], CONTEXT, small)
     assert v.ok, v.problems
 
@@ -107,7 +107,7 @@ def test_prompt_is_filled_and_repair_lists_problems():
     rep = repair_message([f"problem {i}" for i in range(20)], S9)["content"]
     assert "- problem 0" in rep and "5 more problems" in rep and "exactly 9 questions" in rep
     with pytest.raises(FileNotFoundError, match="v1"):
-        build_messages(CONTEXT, QuestionSettings(prompt_version="v999"))
+        build_messages(CONTEXT, S9.replace(prompt_version="v999"))
 
 
 # -- cache -----------------------------------------------------------------------------------------------------------
@@ -148,12 +148,21 @@ def test_rate_limiter_spaces_requests():
 
 # -- settings --------------------------------------------------------------------------------------------------------
 def test_settings_defaults_and_checks():
-    s = QuestionSettings.from_cfg({"backend": "offline", "price_per_mtok": {"input": 1.0},
-                                   "contexts": {"fineweb": 3}})
-    assert s.per_context == 20 and s.unanswerable_per_context == 4 and s.max_attempts == 3
-    assert s.price_input_per_mtok == 1.0 and s.price_output_per_mtok is None
-    with pytest.raises(ValueError, match="unanswerable_per_context"):
-        QuestionSettings.from_cfg({"per_context": 2, "unanswerable_per_context": 3})
-    with pytest.raises(ValueError, match="backend"):
-        QuestionSettings.from_cfg({"backend": "anthropic"})
+    """Defaults are the schema's; an unknown key or a bad value is a ConfigError naming it, not a warning."""
+    from ctxcomp.config import ConfigError
+
+    s = QuestionSettings.from_partial({"backend": "offline", "per_context": 20, "price_per_mtok": {"input": 1.0},
+                                       "contexts": {"fineweb": 3}})
+    assert s.unanswerable_per_context == 4 and s.max_attempts == 3 and s.concurrency == 4
+    assert (s.model, s.base_url, s.temperature, s.max_tokens) == ("deepseek-reasoner", "https://api.deepseek.com",
+                                                                  0.6, 8192)
+    assert s.price_per_mtok.input == 1.0 and s.price_per_mtok.output is None and s.requests_per_minute is None
+    with pytest.raises(ConfigError, match="'questions.unanswerable_per_context': 3 is more than per_context=2"):
+        QuestionSettings.from_partial({"backend": "offline", "per_context": 2, "unanswerable_per_context": 3})
+    with pytest.raises(ConfigError, match="'questions.backend'"):
+        QuestionSettings.from_partial({"backend": "anthropic", "per_context": 2})
+    with pytest.raises(ConfigError, match="'questions': unknown key"):
+        QuestionSettings.from_partial({"backend": "offline", "per_context": 2, "per_ctx": 3})
+    with pytest.raises(ConfigError, match="'questions.concurrency': 0 is less than the minimum of 1"):
+        QuestionSettings.from_partial({"backend": "offline", "per_context": 2, "concurrency": 0})
     assert json.dumps(s.sampling)

@@ -178,7 +178,17 @@ def fake_scontrol(tmp_path, monkeypatch):
     return script
 
 
-SETTINGS_90B = {"compressor": {"gpus": 8, "nodes": 2}}
+def _run_of(compressor: str):
+    """The training settings of a config.yaml cell (Llama-3.2-90B: 8 GPUs x 2 nodes; Qwen3-0.6B: 4 GPUs, 1 node)."""
+    from ctxcomp.config import Cell, load_config
+    from ctxcomp.settings import CellTrainSettings
+
+    cfg = load_config(ROOT / "config.yaml")
+    return CellTrainSettings.for_cell(cfg, Cell(cfg["decoder"], compressor, 16))
+
+
+SETTINGS_90B = _run_of("llama3.2-90b")
+assert (SETTINGS_90B.compressor.gpus, SETTINGS_90B.compressor.nodes) == (8, 2)
 
 
 def test_multi_node_launch_asks_slurm_when_the_plugin_stripped_the_environment(fake_scontrol):
@@ -207,7 +217,7 @@ def test_multi_node_launch_outside_slurm_fails_clearly(fake_scontrol):
 
 
 def test_single_node_launch_is_unchanged():
-    cmd = launch.launch_command({"compressor": {"gpus": 4, "nodes": 1}}, "a.json", env={})
+    cmd = launch.launch_command(_run_of("qwen3-0.6b"), "a.json", env={})
     assert cmd[3:6] == ["deepspeed.launcher.runner", "--num_gpus", "4"]
 
 

@@ -9,6 +9,7 @@ from helpers_tiny import tiny_env
 
 from ctxcomp.model.collate import Collator
 from ctxcomp.model.load import build_for_training, load_trained
+from ctxcomp.settings import CellTrainSettings
 from ctxcomp.train.engine import TorchEngine
 
 HEAD_PARAMS = {"head.memory", "head.markers", "head.adapter.norm.weight", "head.adapter.up.weight",
@@ -23,7 +24,7 @@ def tiny(tmp_path_factory):
 def build(tiny, **kw):
     s = tiny.settings(**kw)
     torch.manual_seed(0)
-    model, comp_tok, dec_tok = build_for_training(s, torch.device("cpu"), torch.float32)
+    model, comp_tok, dec_tok = build_for_training(CellTrainSettings.of(s), torch.device("cpu"), torch.float32)
     seg = s["segment"]
     return s, model, Collator(comp_tok, dec_tok, seg["segment_tokens"], seg["continuation_tokens"])
 
@@ -44,7 +45,7 @@ def test_memory_shape(tiny, ratio):
 
 def test_step_updates_only_trainable_parameters(tiny):
     s, model, collate = build(tiny)
-    engine = TorchEngine(model, s)
+    engine = TorchEngine(model, CellTrainSettings.of(s))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert HEAD_PARAMS <= trainable
     assert trainable == HEAD_PARAMS | {f"compressor.{n}" for n, _ in model.compressor.named_parameters()}
@@ -75,7 +76,7 @@ def test_overfits_one_batch(tiny):
     decoded with Z rolled across samples scores 7.02 against 4.01 with its own Z (gap 3.0 nats).
     Asserted with margin for other BLAS builds and seeds: factor 1.4, gap 0.5."""
     s, model, collate = build(tiny, lr=3e-3, global_batch_size=4, micro_batch_size=4)
-    engine = TorchEngine(model, s)
+    engine = TorchEngine(model, CellTrainSettings.of(s))
     batch = collate(tiny.records(4))
     w = {"reconstruct": 1.0, "continue": 0.0}
     losses = []

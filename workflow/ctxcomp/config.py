@@ -27,9 +27,7 @@ _TRAIN_TOP_ONLY = {"cell_overrides"}
 #: run time (train_runtime), so editing one re-runs nothing and never invalidates a checkpoint.
 RUNTIME_TRAIN_KEYS = ("checkpoint_every", "keep_checkpoints", "keep_final_checkpoints", "stale_checkpoints",
                       "verify_checkpoints", "tensorboard")
-#: `train` keys a cell override may carry beyond the train keys: how the compressor is fine-tuned.
-CELL_ONLY_KEYS = ("finetune",)
-#: `train.cell_overrides` key of the dynamics run (a separate run of the dynamics cell, see dynamics_settings).
+#: `train.cell_overrides` key of the dynamics run (a separate run of the dynamics cell, see train_settings).
 DYNAMICS_KEY = "dynamics"
 #: Keys of `dynamics` that its own section sets; an override of them under cell_overrides.dynamics is refused.
 _DYNAMICS_OWN = ("max_steps", "probe_every")
@@ -109,23 +107,42 @@ def validate_schema(cfg: dict, set_default: bool = True) -> dict:
     Numbers written the YAML 1.1 way (`1e-3`, read as a string by PyYAML) are converted in place where the schema
     asks for a number. One line per problem, the first one with its key path.
     """
+    return _validate(cfg, schema(), (), set_default)
+
+
+def fill_section(name: str, data: dict | None) -> dict:
+    """A copy of the section `name` (e.g. "questions", "evaluate", "data.fineweb") validated against its subschema,
+    with the schema's defaults filled in: how a section built outside the pipeline (tests, notebooks) gets the
+    values a validated config would hold (for one that is, nothing changes). Errors name the key path from the top
+    (`questions.per_context`)."""
+    sch = schema()
+    sub = sch
+    for part in name.split("."):
+        if part not in sub.get("properties", {}):
+            raise ConfigError(f"config error at '{name}': no such section in the schema")
+        sub = sub["properties"][part]
+    return _validate(copy.deepcopy(dict(data or {})), {**sub, "$defs": sch["$defs"]}, tuple(name.split(".")), True)
+
+
+def _validator_class(set_default: bool):
     from jsonschema import Draft202012Validator, validators
 
-    sch = schema()
+    if not set_default:
+        return Draft202012Validator
+    validate_props = Draft202012Validator.VALIDATORS["properties"]
 
-    def _set_defaults(validator_class):
-        validate_props = validator_class.VALIDATORS["properties"]
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
 
-        def set_defaults(validator, properties, instance, schema):
-            if isinstance(instance, dict):
-                for prop, sub in properties.items():
-                    if "default" in sub and prop not in instance:
-                        instance[prop] = copy.deepcopy(sub["default"])
-            yield from validate_props(validator, properties, instance, schema)
+    return validators.extend(Draft202012Validator, {"properties": set_defaults})
 
-        return validators.extend(validator_class, {"properties": set_defaults})
 
-    cls = _set_defaults(Draft202012Validator) if set_default else Draft202012Validator
+def _validate(cfg: Any, sch: dict, prefix: tuple, set_default: bool) -> Any:
+    cls = _validator_class(set_default)
     for _ in range(1000):  # each pass converts the numeric strings it finds, then validates again
         errors = sorted(cls(sch).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
         fixes = [f for f in map(_coerce_number, errors) if f is not None]
@@ -135,7 +152,7 @@ def validate_schema(cfg: dict, set_default: bool = True) -> dict:
             _set_at(cfg, path, value)
     if errors:
         err = errors[0]
-        where = _format_path(err.absolute_path)
+        where = _format_path([*prefix, *err.absolute_path])
         msg = err.message
         if err.validator in ("additionalProperties", "unevaluatedProperties"):
             msg = f"unknown key: {msg}"
@@ -202,46 +219,68 @@ def _check_overrides(cfg: dict) -> None:
         _check_batch({**tr, **overrides.get(DYNAMICS_KEY, {})}, f"train.cell_overrides.{DYNAMICS_KEY}")
 
 
+def _check_ratios(where: str, ratios: list[int], L: int) -> None:
+    for i, r in enumerate(ratios):
+        if L % r:
+            raise ConfigError(f"config error at '{where}.{i}': ratio {r} does not divide {L} (segment.segment_tokens)")
+
+
+def _check_dynamics(cfg: dict) -> None:
+    dyn = cfg["dynamics"]
+    if dyn["compressor"] not in cfg["compressors"]:
+        raise ConfigError(f"config error at 'dynamics.compressor': '{dyn['compressor']}' is not in 'compressors'")
+    if dyn["ratio"] not in cfg["ratios"]:
+        raise ConfigError(f"config error at 'dynamics.ratio': {dyn['ratio']} is not in 'ratios'")
+    if dyn["probe_every"] > dyn["max_steps"]:
+        raise ConfigError(f"config error at 'dynamics.probe_every': {dyn['probe_every']} is more than "
+                          f"dynamics.max_steps={dyn['max_steps']} (no probe checkpoint would be written)")
+
+
+def _check_lora_control(cfg: dict) -> None:
+    lc, models = cfg["lora_control"], cfg["models"]
+    for i, name in enumerate(lc["compressors"]):
+        where = f"lora_control.compressors.{i}"
+        _need_model(cfg, name, where)
+        if models[name]["finetune"] != "lora":
+            raise ConfigError(f"config error at '{where}': model '{name}' has finetune "
+                              f"'{models[name]['finetune']}', expected lora")
+        lora_twin(cfg, name, where)
+    _check_ratios("lora_control.ratios", lc["ratios"], cfg["segment"]["segment_tokens"])
+
+
+def _check_built_models(cfg: dict) -> None:
+    """Models the pipeline builds (tiny preset) need the `tiny` section and one of its tokenizers."""
+    tiny = cfg.get("tiny")
+    for name, spec in cfg["models"].items():
+        if "build" in spec:
+            if not tiny:
+                raise ConfigError(f"config error at 'models.{name}.build': built models need a 'tiny' section")
+            tok = spec["build"]["tokenizer"]
+            if tok not in tiny["tokenizers"]:
+                raise ConfigError(f"config error at 'models.{name}.build.tokenizer': unknown tokenizer '{tok}'")
+            b = spec["build"]
+            if b["num_attention_heads"] % b["num_key_value_heads"]:
+                raise ConfigError(f"config error at 'models.{name}.build.num_key_value_heads': must divide heads")
+
+
 def check_references(cfg: dict) -> None:
     """Checks beyond the schema: names must exist, ratios must divide L, batch sizes must divide, overrides must
     address a run, lora_control names must have a full-fine-tune twin."""
-    models = cfg["models"]
     for i, name in enumerate(cfg["compressors"]):
         _need_model(cfg, name, f"compressors.{i}")
     _need_model(cfg, cfg["decoder"], "decoder")
     L = cfg["segment"]["segment_tokens"]
-    for i, r in enumerate(cfg["ratios"]):
-        if L % r:
-            raise ConfigError(f"config error at 'ratios.{i}': ratio {r} does not divide segment.segment_tokens={L}")
+    _check_ratios("ratios", cfg["ratios"], L)
     abl = cfg.get("ablation")
     if abl:
         for key in ("decoders", "compressors"):
             for i, name in enumerate(abl[key]):
                 _need_model(cfg, name, f"ablation.{key}.{i}")
-        for i, r in enumerate(abl["ratios"]):
-            if L % r:
-                raise ConfigError(f"config error at 'ablation.ratios.{i}': ratio {r} does not divide {L}")
-    dyn = cfg.get("dynamics")
-    if dyn:
-        if dyn["compressor"] not in cfg["compressors"]:
-            raise ConfigError(f"config error at 'dynamics.compressor': '{dyn['compressor']}' is not in 'compressors'")
-        if dyn["ratio"] not in cfg["ratios"]:
-            raise ConfigError(f"config error at 'dynamics.ratio': {dyn['ratio']} is not in 'ratios'")
-        if dyn["probe_every"] > dyn["max_steps"]:
-            raise ConfigError(f"config error at 'dynamics.probe_every': {dyn['probe_every']} is more than "
-                              f"dynamics.max_steps={dyn['max_steps']} (no probe checkpoint would be written)")
-    lc = cfg.get("lora_control")
-    if lc:
-        for i, name in enumerate(lc["compressors"]):
-            where = f"lora_control.compressors.{i}"
-            _need_model(cfg, name, where)
-            if models[name]["finetune"] != "lora":
-                raise ConfigError(f"config error at '{where}': model '{name}' has finetune "
-                                  f"'{models[name]['finetune']}', expected lora")
-            lora_twin(cfg, name, where)
-        for i, r in enumerate(lc["ratios"]):
-            if L % r:
-                raise ConfigError(f"config error at 'lora_control.ratios.{i}': ratio {r} does not divide {L}")
+        _check_ratios("ablation.ratios", abl["ratios"], L)
+    if cfg.get("dynamics"):
+        _check_dynamics(cfg)
+    if cfg.get("lora_control"):
+        _check_lora_control(cfg)
     _check_batch(cfg["train"], "train")
     _check_overrides(cfg)
     for name, src in cfg["data"].items():
@@ -252,17 +291,7 @@ def check_references(cfg: dict) -> None:
     chunk_tok = cfg["data"]["fineweb"].get("chunk_tokenizer")
     if chunk_tok:
         _need_model(cfg, chunk_tok, "data.fineweb.chunk_tokenizer")
-    tiny = cfg.get("tiny")
-    for name, spec in models.items():
-        if "build" in spec:
-            if not tiny:
-                raise ConfigError(f"config error at 'models.{name}.build': built models need a 'tiny' section")
-            tok = spec["build"]["tokenizer"]
-            if tok not in tiny["tokenizers"]:
-                raise ConfigError(f"config error at 'models.{name}.build.tokenizer': unknown tokenizer '{tok}'")
-            b = spec["build"]
-            if b["num_attention_heads"] % b["num_key_value_heads"]:
-                raise ConfigError(f"config error at 'models.{name}.build.num_key_value_heads': must divide heads")
+    _check_built_models(cfg)
 
 
 def validate(cfg: dict) -> dict:
@@ -446,7 +475,7 @@ def train_settings(cfg: dict, cell: Cell, dynamics: bool = False) -> dict:
             "finetune": finetune,
             "deepspeed": copy.deepcopy(comp["deepspeed"]),
             "gpus": comp["train_resources"]["gpu"],
-            "nodes": comp["train_resources"].get("nodes", 1),
+            "nodes": comp["train_resources"]["nodes"],
         },
         "decoder": {"name": cell.decoder, "source": model_source(cfg, cell.decoder)},
     }

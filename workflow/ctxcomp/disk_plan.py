@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .memory_plan import TrainShape, _sum, cell_tensors, train_shape
+from .settings import CellTrainSettings, RuntimeSettings, TrainSettings
 
 TOKENIZER_BYTES_PER_TOKEN = 80   # a saved tokenizer (tokenizer.json: vocabulary and merges): ~10 MB at 128k
 
@@ -51,15 +52,15 @@ class DiskEstimate:
                 "keep_final_checkpoints": self.keep_final_checkpoints, "weights_bytes": self.weights_bytes}
 
 
-def probe_checkpoints(train: dict) -> int:
+def probe_checkpoints(train: TrainSettings) -> int:
     """How many probe checkpoints the loop writes: at every `probe_every` steps and at the last step."""
-    if not train.get("keep_probe_checkpoints"):
+    if not train.keep_probe_checkpoints:
         return 0
-    steps, every = int(train["max_steps"]), int(train["probe_every"])
+    steps, every = train.max_steps, train.probe_every
     return steps // every + (1 if steps % every else 0)
 
 
-def estimate_disk(s: TrainShape, train: dict) -> DiskEstimate:
+def estimate_disk(s: TrainShape, train: TrainSettings, runtime: RuntimeSettings) -> DiskEstimate:
     groups = cell_tensors(s.comp, s.dec, s.finetune, s.lora, s.num_memory)
     trainable = _sum(groups, trainable=True)
     used = _sum(groups, trainable=True, used=True)
@@ -78,15 +79,11 @@ def estimate_disk(s: TrainShape, train: dict) -> DiskEstimate:
     saved = wbytes * (weights + head)
     final = saved + TOKENIZER_BYTES_PER_TOKEN * (s.comp.vocab + s.dec.vocab)
     probes = probe_checkpoints(train) * saved
-    return DiskEstimate(ckpt, int(train.get("keep_checkpoints", 2)), final, probes,
-                        bool(train.get("keep_final_checkpoints", False)), weights_bytes=saved)
+    return DiskEstimate(ckpt, runtime.keep_checkpoints, final, probes, runtime.keep_final_checkpoints,
+                        weights_bytes=saved)
 
 
 def disk_estimate(cfg: dict, cell: Any, device: str = "cuda", dynamics: bool = False) -> DiskEstimate:
-    """`dynamics`: the separate dynamics run of the dynamics cell (its steps, probe checkpoints kept)."""
-    from .config import train_runtime, train_settings
-
-    settings = train_settings(cfg, cell, dynamics)
-    # how many checkpoints are kept is a runtime key, not a training parameter
-    train = {**settings["train"], **train_runtime(cfg, cell, dynamics)}
-    return estimate_disk(train_shape(cfg, settings, device), train)
+    """Disk of one training run (`dynamics`: the dynamics run, which keeps its probe checkpoints)."""
+    run = CellTrainSettings.for_cell(cfg, cell, dynamics)
+    return estimate_disk(train_shape(cfg, run, device), run.train, run.runtime)

@@ -94,11 +94,6 @@ def write_json(path: str | Path, obj: Any) -> None:
         fh.write(text + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
-
-
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     """Atomic JSON Lines, one standard-JSON object per line (NaN/inf become null)."""
     n = 0

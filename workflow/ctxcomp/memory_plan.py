@@ -53,11 +53,13 @@ torch.cuda.max_memory_allocated within `PEAK_MARGIN`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import model_dims as md
 from .model_dims import LINEAR_SHAPES, ArchDims, dims_of
+from .settings import CellEvalSettings, CellTrainSettings, EvaluateSettings, LoraSettings
 
 GIB = 2**30
 RESERVE_GIB = 1.5           # CUDA context, cuBLAS workspace and NCCL communicators, outside the caching allocator
@@ -85,7 +87,7 @@ class Tensors:
 
 
 def model_tensors(d: ArchDims, prefix: str, trainable: bool, head_used: bool,
-                  lora: dict | None = None) -> list[Tensors]:
+                  lora: LoraSettings | None = None) -> list[Tensors]:
     """Every parameter tensor of one causal LM (+ its LoRA A/B when `lora`), grouped by shape."""
     base_trainable = trainable and not lora
     out = [Tensors(f"{prefix}.embed", (d.vocab + d.embed_extra) * d.hidden, 1, base_trainable),
@@ -104,8 +106,8 @@ def model_tensors(d: ArchDims, prefix: str, trainable: bool, head_used: bool,
         if kind == "cross":
             out.append(Tensors(f"{prefix}.cross.gates", 1, 2 * n, base_trainable, used))
         if lora:
-            r = int(lora["r"])
-            for lin in lora["target_modules"]:
+            r = lora.r
+            for lin in _lora_targets(lora):
                 if lin in LINEAR_SHAPES:
                     a, b = d.linear(lin)
                     out.append(Tensors(f"{prefix}.{kind}.{lin}.lora_A", r * a, n, True, used))
@@ -121,7 +123,15 @@ def head_tensors(num_memory: int, d_comp: int, d_dec: int) -> list[Tensors]:
             Tensors("head.adapter.out.bias", d_dec, 1, True), Tensors("head.markers", 4 * d_dec, 1, True)]
 
 
-def cell_tensors(comp: ArchDims, dec: ArchDims, finetune: str, lora: dict | None, num_memory: int) -> list[Tensors]:
+def _lora_targets(lora: LoraSettings) -> tuple[str, ...]:
+    if lora.target_modules is None:  # peft would pick them per architecture: the plan does not guess which
+        raise ValueError("the memory plan needs train.lora.target_modules (peft's per-architecture default is not "
+                         "modelled)")
+    return lora.target_modules
+
+
+def cell_tensors(comp: ArchDims, dec: ArchDims, finetune: str, lora: LoraSettings | None,
+                 num_memory: int) -> list[Tensors]:
     return (model_tensors(comp, "compressor", True, head_used=False, lora=lora if finetune == "lora" else None)
             + model_tensors(dec, "decoder", False, head_used=True)
             + head_tensors(num_memory, comp.hidden, dec.hidden))
@@ -165,7 +175,7 @@ def _norm(width: int, rows: int, keep_normed: bool, normed_bytes: int) -> int:
     return 4 * width + 4 * rows + (normed_bytes * width if keep_normed else 0)
 
 
-def layer_saved_per_token(d: ArchDims, seq: int, prec: Precision, mode: str, lora: dict | None = None,
+def layer_saved_per_token(d: ArchDims, seq: int, prec: Precision, mode: str, lora: LoraSettings | None = None,
                           attn: str = "sdpa", masked: bool = True) -> int:
     """Bytes one self-attention layer keeps for backward per token. mode: full | lora | frozen."""
     h, I, qw, kvw, b = d.hidden, d.intermediate, d.q_width, d.kv_width, prec.act
@@ -192,10 +202,10 @@ def _attention(d: ArchDims, seq: int, b: int, attn: str, masked: bool) -> int:
     return b * (2 * qw + 2 * kv) + 4 * d.heads + (b * seq if masked else 0)
 
 
-def _lora_saved(d: ArchDims, lora: dict, b: int, mask: int) -> int:
+def _lora_saved(d: ArchDims, lora: LoraSettings, b: int, mask: int) -> int:
     """peft LoRA: B(A(dropout(x))): A's input (dropout output and mask, or x itself), A's output for B."""
-    r, p = int(lora["r"]), float(lora.get("dropout") or 0.0)
-    targets = [t for t in lora["target_modules"] if t in LINEAR_SHAPES]
+    r, p = lora.r, float(lora.dropout)
+    targets = [t for t in _lora_targets(lora) if t in LINEAR_SHAPES]
     n = sum(b * r for _ in targets)
     if p > 0:
         return n + sum((b + mask) * d.linear(t)[0] for t in targets)
@@ -211,7 +221,7 @@ def _lora_saved(d: ArchDims, lora: dict, b: int, mask: int) -> int:
 
 
 def model_saved(d: ArchDims, batch: int, seq: int, prec: Precision, mode: str, checkpointing: bool,
-                lora: dict | None = None, attn: str = "sdpa", masked: bool = True, input_ids: int = 0) -> int:
+                lora: LoraSettings | None = None, attn: str = "sdpa", masked: bool = True, input_ids: int = 0) -> int:
     """Bytes one transformer stack keeps for backward over batch x seq tokens, final norm included; `input_ids`:
     tokens per row that came through the embedding (a trainable embedding keeps its int64 indices)."""
     tokens = batch * seq
@@ -226,7 +236,7 @@ def model_saved(d: ArchDims, batch: int, seq: int, prec: Precision, mode: str, c
 
 
 def layer_transient(d: ArchDims, batch: int, seq: int, prec: Precision, mode: str, checkpointing: bool,
-                    lora: dict | None = None, attn: str = "sdpa", masked: bool = True) -> int:
+                    lora: LoraSettings | None = None, attn: str = "sdpa", masked: bool = True) -> int:
     """Extra bytes while one layer runs backward: its recomputed activations (checkpointing) and the gradients
     flowing through it (hidden and intermediate widths)."""
     tokens = batch * seq
@@ -298,7 +308,7 @@ class TrainShape:
     comp: ArchDims
     dec: ArchDims
     finetune: str
-    lora: dict | None
+    lora: LoraSettings | None
     micro_batch: int
     segment: int
     continuation: int
@@ -343,29 +353,27 @@ def loss_chunk_of(vocab: int) -> int:
     return rows_per_chunk(vocab)
 
 
-def train_shape(cfg: dict, settings: dict, device: str = "cuda") -> TrainShape:
-    """The TrainShape of one training job from its settings (ctxcomp.config.train_settings) and the config."""
+def train_shape(cfg: dict, settings: CellTrainSettings | Mapping, device: str = "cuda") -> TrainShape:
+    """The TrainShape of one training job from its settings (the params of ctxcomp.config.train_settings, or the
+    built settings) and the config."""
     from .train.deepspeed_config import ds_config
     from .train.engine import choose_engine
 
-    tr, comp = settings["train"], settings["compressor"]
-    dec = dims_of(cfg, settings["decoder"]["name"], settings["decoder"].get("source"))
-    gpus, nodes = max(1, int(comp.get("gpus") or 1)), max(1, int(comp.get("nodes") or 1))
+    run = CellTrainSettings.of(settings)
+    tr, comp = run.train, run.compressor
+    dec = dims_of(cfg, run.decoder.name, run.decoder.source)
+    gpus, nodes = max(1, comp.gpus), max(1, comp.nodes)
     world = gpus * nodes
-    engine = choose_engine({**settings, "compressor": {**comp, "gpus": gpus}}, tr.get("engine", "auto"))
-    ds = dict(comp.get("deepspeed") or {})
-    stage = int(ds.get("zero_stage", 0)) if engine == "deepspeed" else 0
-    dsc = None
-    if engine == "deepspeed":
-        dsc = ds_config({**settings, "train": {**tr}}, world, device)
+    engine = choose_engine(run)
+    stage = comp.deepspeed.zero_stage if engine == "deepspeed" else 0
+    dsc = ds_config(run, world, device) if engine == "deepspeed" else None
     return TrainShape(
-        comp=dims_of(cfg, comp["name"], comp.get("source")), dec=dec, finetune=comp["finetune"],
-        lora=tr.get("lora") if comp["finetune"] == "lora" else None, micro_batch=int(tr["micro_batch_size"]),
-        segment=int(settings["segment"]["segment_tokens"]),
-        continuation=int(settings["segment"]["continuation_tokens"]), ratio=int(settings["cell"]["ratio"]),
-        checkpointing=bool(tr.get("gradient_checkpointing")), attn=tr.get("attn_implementation", "sdpa"),
-        engine=engine, world=world if engine == "deepspeed" else 1, gpus_per_node=gpus, device=device,
-        zero_stage=stage, offload_optimizer=bool(ds.get("offload_optimizer")) and stage > 0, ds_config=dsc,
+        comp=dims_of(cfg, comp.name, comp.source), dec=dec,
+        finetune=comp.finetune, lora=tr.lora if comp.finetune == "lora" else None, micro_batch=tr.micro_batch_size,
+        segment=run.segment.segment_tokens, continuation=run.segment.continuation_tokens, ratio=run.cell.ratio,
+        checkpointing=tr.gradient_checkpointing, attn=tr.attn_implementation, engine=engine,
+        world=world if engine == "deepspeed" else 1, gpus_per_node=gpus, device=device, zero_stage=stage,
+        offload_optimizer=comp.deepspeed.offload_optimizer and stage > 0, ds_config=dsc,
         loss_chunk=loss_chunk_of(dec.vocab))
 
 
@@ -465,13 +473,12 @@ def estimate_training(s: TrainShape) -> MemoryEstimate:
 
 
 def train_estimate(cfg: dict, cell: Any, device: str = "cuda", dynamics: bool = False) -> MemoryEstimate:
-    from .config import train_settings
-
-    return estimate_training(train_shape(cfg, train_settings(cfg, cell, dynamics), device))
+    """Memory of one training run (`dynamics`: the dynamics run, with its own overrides)."""
+    return estimate_training(train_shape(cfg, CellTrainSettings.for_cell(cfg, cell, dynamics), device))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: dict, segment: int,
+def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: EvaluateSettings, segment: int,
                   max_segments: int, gpus: int, device: str = "cuda") -> MemoryEstimate:
     """One evaluation/probe job: the merged cell in bf16 over `gpus` GPUs (one device map for both models) and the
     largest task buffer, per GPU."""
@@ -483,15 +490,15 @@ def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: dict, segm
     block = b * max(max(md.layer_params(d), md.embedding_params(d), md.lm_head_params(d),
                         md.cross_layer_params(d) if d.cross_layers else 0) for d in (comp, dec))
     weights = total if n == 1 else min(total, -(-total // n) + block)
-    bs = int(ev["batch_size"])
+    bs = ev.batch_size
     prefix = num_memory + 3 + (1 if dec.bos else 0)
     kv_token = dec.self_layers * 2 * dec.kv_width * b
-    recon = bs * (prefix + int(ev["recon_max_new_tokens"])) * kv_token
+    recon = bs * (prefix + ev.recon_max_new_tokens) * kv_token
     answer = bs * (num_memory * max_segments + prefix - num_memory + QUESTION_TOKENS
-                   + int(ev["answer_max_new_tokens"])) * kv_token
+                   + ev.answer_max_new_tokens) * kv_token
     kv = max(recon, answer) * (1 + 1 / max(1, dec.self_layers))  # the cache grows by concatenation
     score = bs * CANDIDATE_TOKENS * dec.vocab * (b + 8)
-    chunk = int(ev.get("entropy_vocab_chunk", 16384))
+    chunk = ev.entropy_vocab_chunk
     rows = bs * (segment + 1)
     entropy = rows * min(chunk, dec.vocab) * 4 * 3 + rows * dec.hidden * 4
     comp_tokens = bs * (segment + num_memory + 1)
@@ -507,7 +514,7 @@ def estimate_eval(comp: ArchDims, dec: ArchDims, num_memory: int, ev: dict, segm
 
 def eval_estimate(cfg: dict, cell: Any, device: str = "cuda") -> MemoryEstimate:
     comp, dec = dims_of(cfg, cell.compressor), dims_of(cfg, cell.decoder)
-    seg = cfg["segment"]
-    L = int(seg["segment_tokens"])
-    return estimate_eval(comp, dec, L // int(cell.ratio), cfg["evaluate"], L, int(seg.get("max_segments", 4)),
-                         int(cfg["models"][cell.compressor]["eval_resources"]["gpu"]), device)
+    run = CellEvalSettings.for_cell(cfg, cell)
+    L = run.segment.segment_tokens
+    return estimate_eval(comp, dec, L // run.cell.ratio, run.evaluate, L, run.segment.max_segments, run.gpus,
+                         device)

@@ -220,9 +220,3 @@ def lora_params(d: ArchDims, r: int, targets: list[str]) -> tuple[int, int]:
     per_layer = sum(r * (a + b) for a, b in (d.linear(t) for t in targets if t in LINEAR_SHAPES))
     n = sum(1 for t in targets if t in LINEAR_SHAPES)
     return d.layers * per_layer, d.layers * 2 * n
-
-
-def head_params(num_memory: int, d_comp: int, d_dec: int, markers: int = 4) -> tuple[int, int]:
-    """(parameters, tensors) of ctxcomp.model.compressor.CompressionHead: memory, adapter (norm, 2 linears), markers."""
-    n = num_memory * d_comp + d_comp + (d_comp * d_dec + d_dec) + (d_dec * d_dec + d_dec) + markers * d_dec
-    return n, 7

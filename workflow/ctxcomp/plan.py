@@ -199,7 +199,6 @@ def _hours(minutes: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ memory and disk
-GPU_MEM_DEFAULT_GB = 80.0  # schema default of slurm.gpu_mem_gb, for configs that predate the key
 
 
 def _mem(n: float | None, unit: int) -> str:
@@ -212,14 +211,13 @@ def resource_plan(jobs: list[PlannedJob], cfg: dict, gpu_mem_gb: float | None = 
     from .disk_plan import disk_estimate
     from .memory_plan import eval_estimate, train_estimate
 
-    cap = float(gpu_mem_gb or (cfg.get("slurm") or {}).get("gpu_mem_gb") or GPU_MEM_DEFAULT_GB)
+    cap = float(gpu_mem_gb or cfg["slurm"]["gpu_mem_gb"])  # the schema fills slurm.gpu_mem_gb
     rows, disk = [], []
     for job in sorted((j for j in jobs if j.cell), key=lambda j: (j.rule, j.cell)):
         cell = Cell(*job.cell)
         device = "cuda" if job.gpus else "cpu"
-        training = job.rule.startswith("train_")
-        dynamics = {"dynamics": True} if job.rule == "train_dynamics" else {}  # the separate dynamics run
-        est = train_estimate(cfg, cell, device, **dynamics) if training else eval_estimate(cfg, cell, device)
+        training, dynamics = job.rule.startswith("train_"), job.rule == "train_dynamics"
+        est = train_estimate(cfg, cell, device, dynamics) if training else eval_estimate(cfg, cell, device)
         capacity = cap if job.gpus else job.mem_mb / 1024
         need = est.needed_gib() if job.gpus else est.peak_gib()
         row = {"rule": job.rule, "cell": cell.path, "device": device, "gpus": job.gpus, "nodes": job.nodes,
@@ -229,7 +227,7 @@ def resource_plan(jobs: list[PlannedJob], cfg: dict, gpu_mem_gb: float | None = 
             row["alt_fits"] = est.needed_gib(est.alt_peak_bytes) <= capacity
         rows.append(row)
         if training:
-            disk.append({"rule": job.rule, "cell": cell.path, **disk_estimate(cfg, cell, device, **dynamics).as_dict()})
+            disk.append({"rule": job.rule, "cell": cell.path, **disk_estimate(cfg, cell, device, dynamics).as_dict()})
     return {"gpu_mem_gb": cap, "jobs": rows, "disk": disk,
             "not_fitting": [f"{r['rule']} {r['cell']}" for r in rows if not (r["fits"] and r["host_fits"])],
             "disk_total_after_bytes": sum(d["after_bytes"] for d in disk),

@@ -34,8 +34,8 @@ LORA_CONTROL_CELLS = C.lora_control_cells(config)
 TINY = config.get("tiny") or {}
 EVAL_TASKS = paths.EVAL_TASKS
 QSETS = paths.QSETS
-SLURM = config.get("slurm", {})
-RAG_ENABLED = bool(config["evaluate"].get("rag", {}).get("enabled"))
+SLURM = config["slurm"]
+RAG_ENABLED = config["evaluate"]["rag"]["enabled"]
 
 
 def _alternatives(names):
@@ -111,8 +111,8 @@ def model_resources(kind):
 
     def spec(wildcards):
         res = config["models"][wildcards.compressor][f"{kind}_resources"]
-        gpu, nodes = int(res.get("gpu", 0)), int(res.get("nodes", 1))
-        out = {"mem_mb": res.get("mem_mb"), "runtime": res.get("runtime"), "cpus_per_task": res.get("cpus_per_task", 1),
+        gpu, nodes = res["gpu"], res["nodes"]
+        out = {"mem_mb": res["mem_mb"], "runtime": res["runtime"], "cpus_per_task": res["cpus_per_task"],
                "nodes": nodes, **_slurm_extras(res, gpu)}
         if nodes <= 1:
             out["gpu"] = gpu
@@ -135,7 +135,7 @@ def cpu_resources(mem_mb=4000, runtime=60):
 
 
 def model_threads(kind):
-    return lambda wc: config["models"][wc.compressor][f"{kind}_resources"].get("cpus_per_task", 1)
+    return lambda wc: config["models"][wc.compressor][f"{kind}_resources"]["cpus_per_task"]
 
 
 # ------------------------------------------------------------------------------------------------------- targets

@@ -27,7 +27,7 @@ rule pretrain_base:
         directory(P.base_model("{model}")),
     params:
         build=lambda wc: config["models"][wc.model]["build"],
-        pretrain=lambda wc: TINY.get("pretrain", {}),
+        pretrain=lambda wc: TINY["pretrain"],
         seed=config["seed"],
     log:
         P.log("pretrain_base", "{model}"),

@@ -9,5 +9,5 @@ setup_job(snakemake)  # noqa: F821
 from ctxcomp.data import prepare_qa  # noqa: E402
 
 name = snakemake.wildcards.qa  # noqa: F821
-source = {**snakemake.params.source, "min_records": snakemake.config["data"][name].get("min_records", 1)}  # noqa: F821
+source = {**snakemake.params.source, "min_records": snakemake.config["data"][name]["min_records"]}  # noqa: F821
 prepare_qa(name, source, int(snakemake.params.seed), snakemake.output.records, snakemake.output.stats)  # noqa: F821

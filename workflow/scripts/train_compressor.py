@@ -20,5 +20,4 @@ launch_training(
     run_dir=snakemake.params.run_dir,  # noqa: F821
     outputs={k: snakemake.output[k]  # noqa: F821
              for k in ("final", "probe_checkpoints", "loss", "dynamics", "summary")},
-    log_path=snakemake.log[0],  # noqa: F821
 )

@@ -43,7 +43,9 @@ from typing import Any
 
 import torch
 
+from ..config import Cell, main_cells
 from ..miniatures import REAL_DIMS
+from ..settings import CellTrainSettings, CompressorRef, DecoderRef, DeepSpeedSpec, EvaluateSettings
 from .train_bench import C4, count_flops, machine_info, matmul_peak
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -70,20 +72,26 @@ class Shapes:
     continuation: int
     micro_batch: int
     checkpointing: bool
-    evaluate: dict
+    evaluate: EvaluateSettings
     max_segments: int
 
 
+def config_run(cfg: dict) -> CellTrainSettings:
+    """The settings of the first Table 2 cell of the config: its L, continuation, micro-batch, checkpointing."""
+    return CellTrainSettings.for_cell(cfg, main_cells(cfg)[0])
+
+
 def paper_shapes(cfg: dict) -> Shapes:
-    seg, tr = cfg["segment"], cfg["train"]
-    return Shapes(REAL_DIMS["qwen3-0.6b"], REAL_DIMS["llama3-8b-instruct"], seg["segment_tokens"],
-                  seg["continuation_tokens"], tr["micro_batch_size"], bool(tr.get("gradient_checkpointing")),
-                  dict(cfg["evaluate"]), int(seg.get("max_segments", 4)))
+    run = config_run(cfg)
+    seg, tr = run.segment, run.train
+    return Shapes(REAL_DIMS["qwen3-0.6b"], REAL_DIMS["llama3-8b-instruct"], seg.segment_tokens,
+                  seg.continuation_tokens, tr.micro_batch_size, tr.gradient_checkpointing,
+                  EvaluateSettings.from_dict(cfg["evaluate"]), seg.max_segments)
 
 
 def cpu_shapes(cfg: dict) -> Shapes:
-    ev = {**cfg["evaluate"], "batch_size": 4, "recon_max_new_tokens": 12, "answer_max_new_tokens": 6,
-          "entropy_vocab_chunk": 1024}
+    ev = EvaluateSettings.from_dict(cfg["evaluate"]).replace(batch_size=4, recon_max_new_tokens=12,
+                                                             answer_max_new_tokens=6, entropy_vocab_chunk=1024)
     return Shapes(TINY_COMP, TINY_DEC, 32, 16, 2, True, ev, 2)
 
 
@@ -119,15 +127,19 @@ def records(texts: list[str], n: int, chars: int = 6000) -> list[dict]:
              "continuation": stream[i * step + chars: (i + 1) * step]} for i in range(n)]
 
 
-def train_settings(cfg: dict, shapes: Shapes, engine: str, sources: tuple[str, str], attn: str) -> dict:
-    tr = {**cfg["train"], "micro_batch_size": shapes.micro_batch, "global_batch_size": shapes.micro_batch * ACCUM,
-          "gradient_checkpointing": shapes.checkpointing, "engine": engine, "attn_implementation": attn}
-    return {"train": tr, "segment": {"segment_tokens": shapes.segment, "continuation_tokens": shapes.continuation},
-            "cell": {"decoder": "llama3-8b-shaped", "compressor": "qwen3-0.6b-shaped", "ratio": RATIO},
-            "compressor": {"name": "qwen3-0.6b-shaped", "source": sources[0], "finetune": "full", "gpus": 1,
-                           "nodes": 1,
-                           "deepspeed": {"zero_stage": 2, "offload_optimizer": False, "offload_param": False}},
-            "decoder": {"name": "llama3-8b-shaped", "source": sources[1]}, "seed": cfg["seed"]}
+def train_settings(cfg: dict, shapes: Shapes, engine: str, sources: tuple[str, str], attn: str) -> CellTrainSettings:
+    """The config's training settings at these shapes, for the miniature pair (one rank, ZeRO-2 under DeepSpeed)."""
+    run = config_run(cfg)
+    return run.replace(
+        cell=Cell("llama3-8b-shaped", "qwen3-0.6b-shaped", RATIO),
+        segment=run.segment.replace(segment_tokens=shapes.segment, continuation_tokens=shapes.continuation),
+        train=run.train.replace(micro_batch_size=shapes.micro_batch, global_batch_size=shapes.micro_batch * ACCUM,
+                                gradient_checkpointing=shapes.checkpointing, engine=engine,
+                                attn_implementation=attn),
+        compressor=CompressorRef(name="qwen3-0.6b-shaped", source=sources[0], finetune="full",
+                                 deepspeed=DeepSpeedSpec(zero_stage=2, offload_optimizer=False, offload_param=False),
+                                 gpus=1, nodes=1),
+        decoder=DecoderRef(name="llama3-8b-shaped", source=sources[1]))
 
 
 # ------------------------------------------------------------------------------------------------- meters
@@ -168,13 +180,14 @@ def _dims(source: str):
     return dims_from_config(AutoConfig.from_pretrained(source))
 
 
-def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.device, batch: dict, attn: str):
+def estimate_for(shapes: Shapes, settings: CellTrainSettings, engine: str, device: torch.device, batch: dict,
+                 attn: str):
     from .. import memory_plan as mp
     from ..train.deepspeed_config import ds_config
 
-    dec = _dims(settings["decoder"]["source"])
+    dec = _dims(settings.decoder.source)
     shape = mp.TrainShape(
-        comp=_dims(settings["compressor"]["source"]), dec=dec, finetune="full", lora=None,
+        comp=_dims(settings.compressor.source), dec=dec, finetune="full", lora=None,
         micro_batch=shapes.micro_batch, segment=shapes.segment, continuation=shapes.continuation, ratio=RATIO,
         checkpointing=shapes.checkpointing, attn=attn, engine=engine, world=1, gpus_per_node=1,
         device=device.type, zero_stage=2 if engine == "deepspeed" else 0,
@@ -186,6 +199,71 @@ def estimate_for(shapes: Shapes, settings: dict, engine: str, device: torch.devi
 
 
 # ------------------------------------------------------------------------------------------------ training
+class _Steps:
+    """Optimizer steps of ACCUM micro-batches each, cycling over a pool of collated batches."""
+
+    def __init__(self, engine: Any, pool: list[dict], weights: dict, lr: float, clip: float):
+        self.engine, self.pool, self.weights, self.lr, self.clip = engine, pool, weights, lr, clip
+
+    def micro(self, mb: dict) -> torch.Tensor:
+        with self.engine.autocast():
+            out = self.engine.forward(mb, self.weights)
+        self.engine.backward(out["loss"])
+        return out["loss"].detach()
+
+    def step(self, i: int) -> float:
+        losses = [self.micro(self.pool[(ACCUM * i + k) % POOL]) for k in range(ACCUM)]
+        self.engine.step(self.lr, self.clip)
+        return float(sum(float(x) for x in losses) / len(losses))
+
+    def warm_up(self, widest: dict, checkpointing: bool) -> tuple[int, int]:
+        """Two warm-up steps; returns (saved-for-backward bytes of the widest micro-batch, measured as the first
+        micro-batch of the first step, and the model FLOPs of a step, counted without activation recomputation:
+        the recomputed forward is not model work)."""
+        engine, model, saved = self.engine, self.engine.module, {}
+
+        def fwd():
+            with engine.autocast():
+                saved["out"] = engine.forward(widest, self.weights)
+
+        act_measured = saved_bytes(fwd, list(model.parameters()))
+        engine.backward(saved.pop("out")["loss"])
+        self.micro(self.pool[0])
+        engine.step(self.lr, self.clip)
+        if checkpointing:
+            for m in (model.compressor, model.decoder):
+                m.activation_checkpointing_disable()
+        flops = count_flops(lambda: self.micro(self.pool[0])) * ACCUM
+        if checkpointing:
+            for m in (model.compressor, model.decoder):
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            model.train()  # the decoder's layers take the training flag that makes them recompute
+        self.micro(self.pool[1])
+        engine.step(self.lr, self.clip)
+        return act_measured, flops
+
+    def timed(self, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
+        """(mean micro-batch loss, seconds) of each of `steps` steps."""
+        losses, times = [], []
+        for i in range(steps):
+            _sync(device)
+            t0 = time.perf_counter()
+            losses.append(self.step(i))
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        return losses, times
+
+
+def _saved_estimate(est: Any, shape: Any, checkpointing: bool) -> int:
+    """The plan's saved-for-backward bytes of a micro-batch, as saved_bytes counts them."""
+    act = sum(est.parts[k] for k in ("act_compressor", "act_head", "act_decoder", "act_logits"))
+    if est.parts.get("autocast_copies"):  # autocast's bf16 weight copies are saved for backward (outside
+        # checkpointed layers: only the adapter's)
+        d_c, d_d = shape.comp.hidden, shape.dec.hidden
+        act += 2 * (d_c * d_d + d_d * d_d) if checkpointing else est.parts["autocast_copies"]
+    return act
+
+
 def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: str, attn: str, steps: int,
                  sources: tuple[str, str], recs: list[dict], final: Path | None = None) -> dict[str, Any]:
     """One training configuration; `final`: save the trained cell there (as the Trainer does) for the evaluation."""
@@ -206,67 +284,22 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
     pool = [to_device({k: v for k, v in collate(recs[i * shapes.micro_batch:(i + 1) * shapes.micro_batch]).items()
                        if isinstance(v, torch.Tensor)}, engine.device if hasattr(engine, "device") else device)
             for i in range(POOL)]
-    weights = settings["train"]["loss_weights"]
-    tr = settings["train"]
     widest = max(pool, key=lambda b: b["comp_ids"].shape[1] * 10**6 + max(b["re_ids"].shape[1], b["nt_ids"].shape[1]))
     shape, est = estimate_for(shapes, settings, engine_name, device, widest, attn)
     model.train()
-
-    def micro(mb: dict) -> torch.Tensor:
-        with engine.autocast():
-            out = engine.forward(mb, weights)
-        engine.backward(out["loss"])
-        return out["loss"].detach()
-
-    def step(i: int) -> float:
-        losses = [micro(pool[(ACCUM * i + k) % POOL]) for k in range(ACCUM)]
-        engine.step(tr["lr"], tr["grad_clip"])
-        return float(sum(float(x) for x in losses) / len(losses))
-
-    # saved-for-backward bytes of the widest micro-batch (the first micro-batch of a warm-up step)
-    saved = {}
-
-    def fwd():
-        with engine.autocast():
-            saved["out"] = engine.forward(widest, weights)
-
-    act_measured = saved_bytes(fwd, list(model.parameters()))
-    engine.backward(saved.pop("out")["loss"])
-    micro(pool[0])
-    engine.step(tr["lr"], tr["grad_clip"])
-    # model FLOPs of a step: counted without activation recomputation (the recomputed forward is not model work)
-    if shapes.checkpointing:
-        for m in (model.compressor, model.decoder):
-            m.activation_checkpointing_disable()
-    flops = count_flops(lambda: micro(pool[0])) * ACCUM
-    if shapes.checkpointing:
-        for m in (model.compressor, model.decoder):
-            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.train()  # the decoder's layers take the training flag that makes them recompute
-    micro(pool[1])
-    engine.step(tr["lr"], tr["grad_clip"])
+    run = _Steps(engine, pool, settings.train.loss_weights.as_weights(), settings.train.lr, settings.train.grad_clip)
+    act_measured, flops = run.warm_up(widest, shapes.checkpointing)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    losses, times = [], []
-    for i in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        losses.append(step(i))
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    losses, times = run.timed(steps, device)
     tokens = ACCUM * sum(int(b["comp_mask"].sum() + b["re_mask"].sum() + b["nt_mask"].sum()) for b in pool) / POOL
-    act_est = sum(est.parts[k] for k in ("act_compressor", "act_head", "act_decoder", "act_logits"))
-    if est.parts.get("autocast_copies"):  # autocast's bf16 weight copies are saved for backward (outside
-        # checkpointed layers: only the adapter's)
-        d_c, d_d = shape.comp.hidden, shape.dec.hidden
-        act_est += 2 * (d_c * d_d + d_d * d_d) if shapes.checkpointing else est.parts["autocast_copies"]
     row: dict[str, Any] = {
         "engine": engine.name if engine_name == "torch" else f"deepspeed-zero{shape.zero_stage}", "attn": attn,
         "steps": steps, "accum": ACCUM, "micro_batch": shapes.micro_batch, "tokens_per_step": tokens,
         "comp_len": int(widest["comp_ids"].shape[1]), "target_len": shape.dec_target,
         "step_s": statistics.median(times), "step_s_min": min(times), "tokens_per_s": tokens / statistics.median(times),
         "flops_per_step": flops, "losses": losses,
-        "saved_measured": act_measured, "saved_estimate": act_est,
+        "saved_measured": act_measured, "saved_estimate": _saved_estimate(est, shape, shapes.checkpointing),
         "peak_estimate": est.peak_bytes, "estimate_parts": est.parts,
     }
     if device.type == "cuda":
@@ -276,7 +309,7 @@ def run_training(cfg: dict, shapes: Shapes, device: torch.device, engine_name: s
         row["static_measured"] = _static_bytes(engine, model)
         row["static_estimate"] = sum(v for k, v in est.parts.items() if k.startswith("weights") or k == "optimizer")
     if final is not None:
-        save_trained(model, comp_tok, dec_tok, final, {"settings": settings})
+        save_trained(model, comp_tok, dec_tok, final, {"settings": settings.to_dict()})
     return row
 
 
@@ -309,7 +342,7 @@ def run_evaluation(shapes: Shapes, device: torch.device, final: Path, recs: list
     baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     model, comp_tok, dec_tok, meta = load_trained(final, device, gpus=1)
     collate = Collator(comp_tok, dec_tok, shapes.segment, shapes.continuation)
-    ev, bs = shapes.evaluate, int(shapes.evaluate["batch_size"])
+    ev, bs = shapes.evaluate, shapes.evaluate.batch_size
     words = recs[0]["text"].split()
     n_ko = max(1, bs // 4)
     ko = [{"id": f"ko-{i}", "context": recs[i]["text"] + " " + recs[i]["continuation"], "question": "Who is it?",
@@ -317,18 +350,18 @@ def run_evaluation(shapes: Shapes, device: torch.device, final: Path, recs: list
     sd = [{"status": "ok", "context_id": "sd-0", "context": recs[0]["text"] + " " + recs[0]["continuation"],
            "questions": [{"qid": f"q{j}", "dimension": "entity", "answerable": j % 4 != 0,
                           "question": f"What is item {j}?", "answer": words[j]} for j in range(bs)]}]
-    sources = meta["settings"]["compressor"]["source"], meta["settings"]["decoder"]["source"]
+    sources = meta["run"].compressor.source, meta["run"].decoder.source
     est = mp.estimate_eval(_dims(sources[0]), _dims(sources[1]), shapes.segment // RATIO, ev, shapes.segment,
                            shapes.max_segments, 1, device.type)
     jobs = {
-        "recon_fineweb": lambda: tasks.reconstruction(model, collate, recs[:bs], bs, int(ev["recon_max_new_tokens"])),
+        "recon_fineweb": lambda: tasks.reconstruction(model, collate, recs[:bs], bs, ev.recon_max_new_tokens),
         "ko_faitheval": lambda: tasks.knowledge_overwriting(model, collate, ko, bs, shapes.max_segments),
         "sd_fineweb": lambda: tasks.semantic_drift(model, collate, sd, bs, shapes.max_segments,
-                                                   int(ev["answer_max_new_tokens"])),
+                                                   ev.answer_max_new_tokens),
         "rank_truncation": lambda: tasks.rank_truncation(model, collate, {"faitheval": ko}, [0.9], bs,
                                                          shapes.max_segments),
         "probes": lambda: probe_batch(model, to_device(collate(recs[:bs]), device),
-                                      int(ev.get("entropy_vocab_chunk", 16384))),
+                                      ev.entropy_vocab_chunk),
     }
     out: dict[str, Any] = {"estimate_parts": est.parts, "peak_estimate": est.peak_bytes, "tasks": {}}
     for name, fn in jobs.items():
@@ -382,7 +415,7 @@ def run(cfg: dict, cpu: bool, steps: int, attns: tuple[str, ...] | None = None,
     shapes = cpu_shapes(cfg) if cpu else paper_shapes(cfg)
     t_start = time.perf_counter()
     texts = c4_texts(400)
-    need = max(POOL * shapes.micro_batch, int(shapes.evaluate["batch_size"]))
+    need = max(POOL * shapes.micro_batch, shapes.evaluate.batch_size)
     recs = records(texts, need)
     dtype = torch.float32 if cpu else torch.bfloat16
     peak = matmul_peak(device, dtype, (1024, 2048) if cpu else (4096, 8192), repeats=5 if cpu else 10)

@@ -99,34 +99,29 @@ def _scoring(model: ContextCompressor, zs: list, prompts: list, cands: list, bat
     return r
 
 
-@torch.no_grad()
-def run(n_questions: int = 32, n_contexts: int = 4, per_context: int = 20, answer_tokens: int = 8,
-        new_tokens: int = 64, batch: int = 16) -> dict:
-    torch.manual_seed(0)
-    with open(ROOT / "workflow/data/c4/c4_sample.jsonl") as fh:
-        texts = [json.loads(line)["text"] for _, line in zip(range(300), fh)]
-    with open(ROOT / "workflow/data/faitheval/test.jsonl") as fh:
-        faith = [json.loads(line) for _, line in zip(range(n_questions), fh)]
-    model, collate = _models(texts)
+def _bench_scoring(model, collate, faith: list[dict], batch: int) -> dict:
+    """Knowledge-overwriting candidate scoring (4 candidates per question), and the earlier benchmark's rows."""
     tok = collate.dec_tok
-    res: dict = {"threads": torch.get_num_threads(), "batch": batch, "M": model.num_memory,
-                 "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
-
-    # ---- knowledge-overwriting candidate scoring (4 candidates per question)
     zs = decoding.compress_texts(model, collate, [r["context"] for r in faith], MAX_SEGMENTS, batch)
     prompts = [ko_prompt_ids(tok, r["question"]) for r in faith]
     cands = [[tok(" " + c, add_special_tokens=False)["input_ids"] for c in r["choices"]["text"]] for r in faith]
-    res["score"] = _scoring(model, zs, prompts, cands, batch)
+    res = {"score": _scoring(model, zs, prompts, cands, batch)}
     # the earlier benchmark's rows (4 memory vectors, "Question: which one?", short candidates), 4 per question
     short_p = tok("Question: which one?\nAnswer:", add_special_tokens=False)["input_ids"]
     short_c = [[tok(f" candidate answer {4 * i + j}", add_special_tokens=False)["input_ids"] for j in range(4)]
                for i in range(len(faith))]
     res["score_short"] = _scoring(model, [z[:4] for z in zs], [short_p] * len(faith), short_c, batch)
+    return res
 
-    # ---- semantic-drift answers (20 questions per context, greedy)
+
+def _bench_drift(model, collate, texts: list[str], n_contexts: int, per_context: int, answer_tokens: int,
+                 batch: int) -> dict:
+    """Semantic-drift answers (`per_context` questions per context, greedy): one row each, rows in batches, and
+    the shared [Z; prompt prefix] of each context's questions."""
     ctx_z = decoding.compress_texts(model, collate, texts[:n_contexts], MAX_SEGMENTS, batch)
     owner = [c for c in range(n_contexts) for _ in range(per_context)]
-    qprompts = [answer_prompt_ids(tok, f"What does the passage say about item {k}?") for k in range(len(owner))]
+    qprompts = [answer_prompt_ids(collate.dec_tok, f"What does the passage say about item {k}?")
+                for k in range(len(owner))]
     gen: dict[str, list] = {}
 
     def single_gen():
@@ -144,8 +139,8 @@ def run(n_questions: int = 32, n_contexts: int = 4, per_context: int = 20, answe
         gen["shared"] = decoding.generate_shared(model, ctx_z, qprompts, owner, answer_tokens, [], "continue",
                                                  batch)
 
-    res.update(drift_questions=len(owner), drift_contexts=n_contexts, answer_tokens=answer_tokens,
-               drift_prompt_tokens_mean=float(np.mean([len(p) for p in qprompts])))
+    res: dict = dict(drift_questions=len(owner), drift_contexts=n_contexts, answer_tokens=answer_tokens,
+                     drift_prompt_tokens_mean=float(np.mean([len(p) for p in qprompts])))
     res["drift_single_s"], res["drift_rows_s"] = _best(single_gen, 2), _best(rows_gen, 2)
     res["drift_shared_s"] = _best(shared_gen, 2)
     res["drift_rows_speedup"] = res["drift_single_s"] / res["drift_rows_s"]
@@ -157,8 +152,11 @@ def run(n_questions: int = 32, n_contexts: int = 4, per_context: int = 20, answe
                   for c in set(owner)}
     res["drift_tokens_shared"] = sum(ctx_z[c].shape[0] + 4 + n for c, n in shared_len.items()) + sum(
         len(p) - shared_len[o] + answer_tokens for o, p in zip(owner, qprompts))
+    return res
 
-    # ---- batched greedy reconstruction
+
+def _bench_reconstruction(model, collate, texts: list[str], new_tokens: int, batch: int) -> dict:
+    """Greedy reconstruction of 64 memories, in batches and one at a time."""
     rz = decoding.compress_texts(model, collate, texts[:64], 1, batch)
 
     def batched_rec():
@@ -169,16 +167,18 @@ def run(n_questions: int = 32, n_contexts: int = 4, per_context: int = 20, answe
         for z in rz:
             decoding.greedy_generate(model, [z], [[]], new_tokens, None, "reconstruct")
 
-    res["recon_samples"], res["new_tokens"] = len(rz), new_tokens
+    res = {"recon_samples": len(rz), "new_tokens": new_tokens}
     res["recon_batched_s"], res["recon_single_s"] = _best(batched_rec, 2), _best(single_rec, 2)
     res["recon_speedup"] = res["recon_single_s"] / res["recon_batched_s"]
+    return res
 
-    # ---- effective rank: speed on a full-rank batch, accuracy on a rank-5 one (D >> B)
+
+def _bench_erank() -> dict:
+    """Effective rank: speed on a full-rank batch, accuracy on a rank-5 one (D >> B)."""
     z = torch.randn(64, 32, 4096)  # B=64 memories of M·d = 131,072 values
-    res["erank_D"] = z[0].numel()
-    res["erank_qr_s"] = _best(lambda: singular_values(z, "qr"))
-    res["erank_svd_s"] = _best(lambda: singular_values(z, "svd"))
-    res["erank_gram_s"] = _best(lambda: _gram_singular_values(z))
+    res = {"erank_D": z[0].numel(), "erank_qr_s": _best(lambda: singular_values(z, "qr")),
+           "erank_svd_s": _best(lambda: singular_values(z, "svd")),
+           "erank_gram_s": _best(lambda: _gram_singular_values(z))}
     g = torch.Generator().manual_seed(0)
     u, _ = torch.linalg.qr(torch.randn(64, 5, generator=g, dtype=torch.float64))
     v, _ = torch.linalg.qr(torch.randn(131_072, 5, generator=g, dtype=torch.float64))
@@ -193,6 +193,24 @@ def run(n_questions: int = 32, n_contexts: int = 4, per_context: int = 20, answe
         "svd": abs(erank_from_singular_values(singular_values(low, "svd")) - exact) / exact,
         "gram": abs(erank_from_singular_values(_gram_singular_values(low)) - exact) / exact,
     }
+    return res
+
+
+@torch.no_grad()
+def run(n_questions: int = 32, n_contexts: int = 4, per_context: int = 20, answer_tokens: int = 8,
+        new_tokens: int = 64, batch: int = 16) -> dict:
+    torch.manual_seed(0)
+    with open(ROOT / "workflow/data/c4/c4_sample.jsonl") as fh:
+        texts = [json.loads(line)["text"] for _, line in zip(range(300), fh)]
+    with open(ROOT / "workflow/data/faitheval/test.jsonl") as fh:
+        faith = [json.loads(line) for _, line in zip(range(n_questions), fh)]
+    model, collate = _models(texts)
+    res: dict = {"threads": torch.get_num_threads(), "batch": batch, "M": model.num_memory,
+                 "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
+    res.update(_bench_scoring(model, collate, faith, batch))
+    res.update(_bench_drift(model, collate, texts, n_contexts, per_context, answer_tokens, batch))
+    res.update(_bench_reconstruction(model, collate, texts, new_tokens, batch))
+    res.update(_bench_erank())
     return res
 
 

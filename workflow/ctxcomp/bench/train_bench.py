@@ -149,73 +149,70 @@ def build_tiny(cfg: dict, root: Path, global_batch: int) -> dict[str, str]:
     return sources
 
 
-def bench_cell(cfg: dict, compressor: str, sources: dict[str, str], root: Path, repeats: int, block: int,
-               peak: float) -> dict[str, Any]:
-    from ..config import Cell, train_settings
-    from ..model.collate import to_device
-    from ..model.compressor import count_parameters
-    from ..train.loop import Trainer
+class _StepTimer:
+    """Seconds per step of a Trainer's steps and of a bare forward/backward on the same micro-batch (the cell's
+    train.jsonl holds exactly one global batch of one micro-batch, so every step does the same work)."""
 
-    s = train_settings(cfg, Cell(TINY_DECODER, compressor, 16))
-    s["compressor"]["source"] = sources[compressor]
-    s["decoder"]["source"] = sources[TINY_DECODER]
-    s["train"]["max_steps"] = 10**6
-    # train.jsonl holds exactly one global batch: every step draws a permutation of the same records, so all steps
-    # (and the bare pass on step 0's tensors) do the same work
-    tr = Trainer(s, str(root / "train.jsonl"), str(root / "probe.jsonl"), str(root / f"run-{compressor}"),
-                 engine="torch")
-    model, device, weights = tr.model, tr.device, s["train"]["loss_weights"]
-    model.train()
-    assert len(tr.micro_batches(0)) == 1, "benchmark expects one micro-batch per step"
-    batch = to_device(tr.micro_batches(0)[0], device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    counter = iter(range(10**6))
+    def __init__(self, tr: Any, weights: dict, block: int):
+        from ..model.collate import to_device
 
-    def bare() -> None:
-        for p in params:
+        self.tr, self.weights, self.block = tr, weights, block
+        assert len(tr.micro_batches(0)) == 1, "benchmark expects one micro-batch per step"
+        self.batch = to_device(tr.micro_batches(0)[0], tr.device)
+        self.params = [p for p in tr.model.parameters() if p.requires_grad]
+        self.counter = iter(range(10**6))
+
+    def bare(self) -> None:
+        for p in self.params:
             p.grad = None
-        out = model(batch, weights=weights)
+        out = self.tr.model(self.batch, weights=self.weights)
         out["loss"].backward()
 
-    def trainer_block(prefetch: bool) -> float:
+    def trainer_block(self, prefetch: bool) -> float:
         """Seconds per step over `block` consecutive Trainer steps (as in Trainer.run)."""
-        ctx = tr.prefetching() if prefetch else contextlib.nullcontext()
+        ctx = self.tr.prefetching() if prefetch else contextlib.nullcontext()
         with ctx:
-            tr.train_step(next(counter), weights)  # untimed: starts the pipeline
-            _sync(device)
+            self.tr.train_step(next(self.counter), self.weights)  # untimed: starts the pipeline
+            _sync(self.tr.device)
             t0 = time.perf_counter()
-            for _ in range(block):
-                tr.train_step(next(counter), weights)
-            _sync(device)
-            return (time.perf_counter() - t0) / block
+            for _ in range(self.block):
+                self.tr.train_step(next(self.counter), self.weights)
+            _sync(self.tr.device)
+            return (time.perf_counter() - t0) / self.block
 
-    def bare_block() -> float:
-        _sync(device)
+    def bare_block(self) -> float:
+        _sync(self.tr.device)
         t0 = time.perf_counter()
-        for _ in range(block):
-            bare()
-        _sync(device)
-        return (time.perf_counter() - t0) / block
+        for _ in range(self.block):
+            self.bare()
+        _sync(self.tr.device)
+        return (time.perf_counter() - t0) / self.block
 
-    trainer_block(True)  # warm-up (allocator, thread pools, lazy inits)
-    bare_block()
-    flops = count_flops(bare)
-    tokens = int(model(batch, weights=weights)["tokens"])
-    t_loop, t_sync, t_bare, t_collate, t_opt = [], [], [], [], []
-    for _ in range(repeats):
-        t_loop.append(trainer_block(True))
-        t_bare.append(bare_block())
-        t_sync.append(trainer_block(False))
-        t_collate.append(timed(lambda: tr.micro_batches(0), device))
-        bare()  # gradients for the optimizer to use
-        t_opt.append(timed(lambda: tr.engine.step(1e-6, s["train"]["grad_clip"]), device))
-    # Interference from other processes only ever adds time: the fastest block of each kind is the cleanest
-    # estimate (medians are kept in the JSON next to the report).
+    def measure(self, repeats: int, grad_clip: float) -> dict[str, list[float]]:
+        """Per kind (loop, bare, sync = no prefetch, collate, opt), one time per repeat, interleaved."""
+        device = self.tr.device
+        t: dict[str, list[float]] = {"loop": [], "bare": [], "sync": [], "collate": [], "opt": []}
+        for _ in range(repeats):
+            t["loop"].append(self.trainer_block(True))
+            t["bare"].append(self.bare_block())
+            t["sync"].append(self.trainer_block(False))
+            t["collate"].append(timed(lambda: self.tr.micro_batches(0), device))
+            self.bare()  # gradients for the optimizer to use
+            t["opt"].append(timed(lambda: self.tr.engine.step(1e-6, grad_clip), device))
+        return t
+
+
+def _cell_row(compressor: str, finetune: str, model: Any, batch: dict, tokens: int, flops: int,
+              t: dict[str, list[float]], peak: float) -> dict[str, Any]:
+    """The benchmark's row of one cell. Interference from other processes only ever adds time: the fastest block of
+    each kind is the cleanest estimate (medians are kept in the JSON next to the report)."""
+    from ..model.compressor import count_parameters
+
     med = statistics.median
-    loop, plain, sync = min(t_loop), min(t_bare), min(t_sync)
+    loop, plain, sync = min(t["loop"]), min(t["bare"]), min(t["sync"])
     return {
         "compressor": compressor,
-        "finetune": s["compressor"]["finetune"],
+        "finetune": finetune,
         "compressor_params": count_parameters(model.compressor),
         "trainable_params": count_parameters(model, trainable_only=True),
         "decoder_params": count_parameters(model.decoder),
@@ -225,20 +222,44 @@ def bench_cell(cfg: dict, compressor: str, sources: dict[str, str], root: Path, 
         "trainer_step_s": loop,
         "trainer_step_no_prefetch_s": sync,
         "bare_fwd_bwd_s": plain,
-        "collate_s": min(t_collate),
-        "optimizer_s": min(t_opt),
+        "collate_s": min(t["collate"]),
+        "optimizer_s": min(t["opt"]),
         "overhead": loop / plain - 1.0,
         "overhead_no_prefetch": sync / plain - 1.0,
-        "overhead_median": med(t_loop) / med(t_bare) - 1.0,
-        "trainer_step_median_s": med(t_loop),
-        "bare_fwd_bwd_median_s": med(t_bare),
+        "overhead_median": med(t["loop"]) / med(t["bare"]) - 1.0,
+        "trainer_step_median_s": med(t["loop"]),
+        "bare_fwd_bwd_median_s": med(t["bare"]),
         "tokens_per_s": tokens / loop,
         "flops_per_s": flops / loop,
         "flops_per_s_bare": flops / plain,
         "of_peak": flops / loop / peak,
-        "spread_trainer": (min(t_loop), max(t_loop)),
-        "spread_bare": (min(t_bare), max(t_bare)),
+        "spread_trainer": (min(t["loop"]), max(t["loop"])),
+        "spread_bare": (min(t["bare"]), max(t["bare"])),
     }
+
+
+def bench_cell(cfg: dict, compressor: str, sources: dict[str, str], root: Path, repeats: int, block: int,
+               peak: float) -> dict[str, Any]:
+    from ..config import Cell
+    from ..settings import CellTrainSettings
+    from ..train.loop import Trainer
+
+    s = CellTrainSettings.for_cell(cfg, Cell(TINY_DECODER, compressor, 16))
+    s = s.replace(compressor=s.compressor.replace(source=sources[compressor]),
+                  decoder=s.decoder.replace(source=sources[TINY_DECODER]), train=s.train.replace(max_steps=10**6))
+    # train.jsonl holds exactly one global batch: every step draws a permutation of the same records, so all steps
+    # (and the bare pass on step 0's tensors) do the same work
+    tr = Trainer(s, str(root / "train.jsonl"), str(root / "probe.jsonl"), str(root / f"run-{compressor}"),
+                 engine="torch")
+    weights = s.train.loss_weights.as_weights()
+    tr.model.train()
+    timer = _StepTimer(tr, weights, block)
+    timer.trainer_block(True)  # warm-up (allocator, thread pools, lazy inits)
+    timer.bare_block()
+    flops = count_flops(timer.bare)
+    tokens = int(tr.model(timer.batch, weights=weights)["tokens"])
+    t = timer.measure(repeats, s.train.grad_clip)
+    return _cell_row(compressor, s.compressor.finetune, tr.model, timer.batch, tokens, flops, t, peak)
 
 
 def run_tiny(repeats: int, block: int) -> dict[str, Any]:

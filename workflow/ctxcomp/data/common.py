@@ -23,13 +23,12 @@ def local_files(path: str | os.PathLike, patterns: tuple[str, ...] = ("*.jsonl",
     return files
 
 
-def source_rows(src: dict, schema: dict, errors: ErrorLog, default_split: str, *,
-                exclude: tuple[str, ...] = ()) -> Iterator[Row]:
-    """Raw rows of a QA dataset config section: `load_dataset(path, split, data_files?)` for hub, else local
-    JSON/JSONL file(s). `data_files` also lets a packaged builder ("json") stand in for the hub offline."""
+def source_rows(src: dict, schema: dict, errors: ErrorLog, *, exclude: tuple[str, ...] = ()) -> Iterator[Row]:
+    """Raw rows of a QA dataset config section (defaults filled): `load_dataset(path, split, data_files?)` for hub,
+    else local JSON/JSONL file(s). `data_files` also lets a packaged builder ("json") stand in for the hub offline."""
     if src["source"] == "hub":
         extra = {"data_files": src["data_files"]} if src.get("data_files") else {}
-        yield from hub_rows(src["path"], src.get("split") or default_split, schema=schema, errors=errors, **extra)
+        yield from hub_rows(src["path"], src["split"], schema=schema, errors=errors, **extra)
         return
     for f in local_files(src["path"], exclude=exclude):
         yield from iter_rows(f, schema, errors)

@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from ..config import fill_section
 from .common import Funnel, cap
 from .conflictqa_truth import agreement
 from .readers import DataError, ErrorLog, Row, hub_rows, iter_rows, resolve_path
@@ -142,7 +143,8 @@ def _record(part: str, llm: str, row: Row, rid: str, seed: int) -> dict:
 
 def load_conflictqa(src: dict, seed: int = 0) -> tuple[list[dict], dict]:
     """Records and stats for the `data.conflictqa` config section {source, path, parts, llms?, max_records}."""
-    parts = list(src.get("parts") or PARTS)
+    src = fill_section("data.conflictqa", src)
+    parts = list(src["parts"])
     errors = ErrorLog(f"conflictqa source {src['path']}")
     funnel = Funnel(RULES)
     per_part: dict[str, Funnel] = {}
@@ -166,7 +168,7 @@ def load_conflictqa(src: dict, seed: int = 0) -> tuple[list[dict], dict]:
     errors.raise_if_any()
     if not found:
         raise DataError(f"conflictqa: no files for parts {parts} at {src['path']}")
-    out = cap(kept, src.get("max_records", 0))
+    out = cap(kept, src["max_records"])
     return out, _stats(src, parts, found, per_file, funnel, per_part, kept, out)
 
 
@@ -187,7 +189,7 @@ def _stats(src: dict, parts: list[str], found: dict[str, list[str]], per_file: d
         "rows_per_file": per_file,
         "parts_missing": missing,
         "parts_not_requested": not_requested,
-        **funnel.stats(len(kept), src.get("max_records", 0), len(out)),
+        **funnel.stats(len(kept), src["max_records"], len(out)),
         "per_part": part_stats,
         "correct_index_counts": {str(i): sum(r["correct_index"] == i for r in out) for i in (0, 1)},
         "paper_count": PAPER_COUNT,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..config import fill_section
 from .common import Funnel, cap, source_rows, unique_records
 from .readers import ErrorLog, Row
 from .records import normalize_text
@@ -114,13 +115,14 @@ def load_faitheval(src: dict, seed: int = 0) -> tuple[list[dict], dict]:
     `src` = the `data.faitheval` config section {source: hub|jsonl, path, split, max_records}. The seed is unused
     (original choice order is kept; ARC already shuffled it) but accepted for a uniform loader signature.
     """
+    src = fill_section("data.faitheval", src)
     errors = ErrorLog(f"faitheval source {src['path']}")
     funnel = Funnel(RULES)
-    kept = unique_records(source_rows(src, RAW_SCHEMA, errors, default_split="test"), faitheval_record, funnel)
+    kept = unique_records(source_rows(src, RAW_SCHEMA, errors), faitheval_record, funnel)
     errors.raise_if_any()
-    out = cap(kept, src.get("max_records", 0))
+    out = cap(kept, src["max_records"])
     stats = {"dataset": "faitheval", "source": {k: src.get(k) for k in ("source", "path", "split")},
-             **funnel.stats(len(kept), src.get("max_records", 0), len(out)),
+             **funnel.stats(len(kept), src["max_records"], len(out)),
              "paper_count": PAPER_COUNT,
              "note": "paper keeps 598 of the 1000 test rows (rule unpublished); shipped data has 806 of the 1000"}
     return out, stats

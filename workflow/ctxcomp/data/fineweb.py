@@ -28,14 +28,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..config import fill_section
 from ..io import provenance, write_json
 from .readers import ErrorLog, hub_rows, iter_rows, resolve_path
 from .records import stable_unit, text_key, write_records
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EVAL_DOC_FRACTION = 0.05
-DEFAULT_EVAL_CHUNKS_PER_DOC = 1
 MIN_CONTINUATION_TOKENS = 8  # a chunk needs L tokens + at least this many (capped at C) for its continuation
 BATCH_DOCS = 256
 
@@ -76,12 +75,13 @@ def iter_documents(fw: dict, errors: ErrorLog, **hub_kwargs: Any) -> Iterator[tu
     go to `errors`. `data_files` (config) and `hub_kwargs` go to `load_dataset`; with path "json" that reads
     local files offline.
     """
-    field = fw.get("text_field") or "text"
+    fw = fill_section("data.fineweb", fw)
+    field = fw["text_field"]
     schema = {"type": "object", "required": [field], "properties": {field: {"type": "string"}}}
     if fw["source"] == "hub":
         if fw.get("data_files"):
             hub_kwargs = {"data_files": fw["data_files"], **hub_kwargs}
-        rows = hub_rows(fw["path"], fw.get("split") or "train", fw.get("name"), streaming=True, schema=schema,
+        rows = hub_rows(fw["path"], fw["split"], fw.get("name"), streaming=True, schema=schema,
                         errors=errors, **hub_kwargs)
     else:
         path = resolve_path(fw["path"])
@@ -154,7 +154,7 @@ class ChunkSelector:
     """Applies the filters, the document-level split and the quotas, counting every decision."""
 
     def __init__(self, train_quota: int, eval_quota: int, seed: int, min_chars: int, eval_fraction: float,
-                 eval_chunks_per_doc: int = DEFAULT_EVAL_CHUNKS_PER_DOC) -> None:
+                 eval_chunks_per_doc: int) -> None:
         self.train_quota, self.eval_quota = train_quota, eval_quota
         self.seed, self.min_chars, self.eval_fraction = seed, min_chars, eval_fraction
         self.eval_chunks_per_doc = eval_chunks_per_doc
@@ -248,11 +248,11 @@ def prepare_fineweb(fw: dict, tokenizer: str, segment: dict, seed: int, out_trai
     `segment` section (max_segments concerns QA contexts and is not used here), `families` {model family: its
     tokenizer source}: every kept window holds L + min_continuation_tokens tokens of each.
     """
+    fw = fill_section("data.fineweb", fw)
     L, C = int(segment["segment_tokens"]), int(segment["continuation_tokens"])
     tok = load_tokenizer(tokenizer)
-    sel = ChunkSelector(int(fw["train_contexts"]), int(fw["eval_contexts"]), seed, int(fw.get("min_chars", 200)),
-                        float(fw.get("eval_doc_fraction") or DEFAULT_EVAL_DOC_FRACTION),
-                        int(fw.get("eval_chunks_per_doc") or DEFAULT_EVAL_CHUNKS_PER_DOC))
+    sel = ChunkSelector(fw["train_contexts"], fw["eval_contexts"], seed, fw["min_chars"], fw["eval_doc_fraction"],
+                        fw["eval_chunks_per_doc"])
     check = FamilyCheck(_family_tokenizers(families), L + min(C, MIN_CONTINUATION_TOKENS)) if families else None
     errors = ErrorLog(f"fineweb source {fw['path']}")
     n_train = write_records(out_train, _train_records(fw, tok, L, C, sel, check, errors), kind="chunk")
@@ -292,8 +292,8 @@ def _stats(fw: dict, tokenizer: str, tok: Any, L: int, C: int, seed: int, sel: C
            n_eval: int) -> dict:
     return {
         "dataset": "fineweb",
-        "source": {"source": fw["source"], "path": fw["path"], "name": fw.get("name"),
-                   "split": fw.get("split") or "train", "text_field": fw.get("text_field") or "text"},
+        "source": {"source": fw["source"], "path": fw["path"], "name": fw.get("name"), "split": fw["split"],
+                   "text_field": fw["text_field"]},
         "tokenizer": tokenizer,
         "tokenizer_class": type(tok).__name__,
         "segment_tokens": L,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..config import fill_section
 from .common import Funnel, cap, source_rows, unique_records
 from .readers import ErrorLog, Row
 from .records import normalize_text
@@ -98,15 +99,16 @@ def load_musique(src: dict, seed: int = 0) -> tuple[list[dict], dict]:
 
     The seed is unused (source order is kept) but accepted for a uniform loader signature.
     """
+    src = fill_section("data.musique", src)
     errors = ErrorLog(f"musique source {src['path']}")
     funnel = Funnel(RULES)
-    kept = unique_records(source_rows(src, RAW_SCHEMA, errors, default_split="train", exclude=("corpus",)), musique_record, funnel)
+    kept = unique_records(source_rows(src, RAW_SCHEMA, errors, exclude=("corpus",)), musique_record, funnel)
     errors.raise_if_any()
-    out = cap(kept, src.get("max_records", 0))
+    out = cap(kept, src["max_records"])
     hops: dict[str, int] = {}
     for r in out:
         hops[str(r["meta"]["hops"])] = hops.get(str(r["meta"]["hops"]), 0) + 1
     stats = {"dataset": "musique", "source": {k: src.get(k) for k in ("source", "path", "split")},
-             **funnel.stats(len(kept), src.get("max_records", 0), len(out)), "hops": hops,
+             **funnel.stats(len(kept), src["max_records"], len(out)), "hops": hops,
              "note": "shipped sample is 100 MuSiQue-Ans train questions, not the dev set RAG papers report on"}
     return out, stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from ..config import fill_section
 from ..io import provenance, write_json
 from .conflictqa import load_conflictqa
 from .faitheval import load_faitheval
@@ -30,7 +31,7 @@ def load_qa(name: str, source: dict, seed: int = 0) -> tuple[list[dict], dict]:
 def prepare_qa(name: str, source: dict, seed: int, out_records: str, out_stats: str) -> dict:
     """Write `name`'s records (JSONL, validated against its schema) and stats JSON; return the stats."""
     records, stats = load_qa(name, source, seed)
-    need = int(source.get("min_records", 1))
+    need = fill_section(f"data.{name}", source)["min_records"]
     if len(records) < need:  # an empty or gutted file would otherwise give NaN accuracies downstream
         raise DataError(f"{name}: {len(records)} record(s) from {source.get('path')} after filtering (read "
                         f"{stats.get('read')}, dropped {stats.get('dropped')}), fewer than data.{name}.min_records="

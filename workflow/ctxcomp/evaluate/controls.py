@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..metrics import bootstrap as bs
+from ..settings import CellEvalSettings
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class Bootstrap:
         return {"resamples": self.resamples, "seed": self.seed, "unit": unit}
 
     @classmethod
-    def of(cls, settings: dict) -> "Bootstrap":
-        return cls(int(settings["evaluate"].get("bootstrap_resamples", bs.DEFAULT_RESAMPLES)), int(settings["seed"]))
+    def of(cls, run: CellEvalSettings) -> Bootstrap:
+        return cls(run.evaluate.bootstrap_resamples, run.seed)
 
 
 def derangement(n: int, seed: int) -> list[int] | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..settings import CellTrainSettings, LoraSettings
 from .compressor import CompressionHead, ContextCompressor, checkpointing_layers, num_memory_tokens
 
 log = logging.getLogger(__name__)
@@ -117,11 +118,10 @@ def compressor_dtype(finetune: str, device: torch.device, dtype: torch.dtype, en
 
 
 @contextlib.contextmanager
-def zero3_init(settings: dict, device: torch.device, engine: str):
+def zero3_init(run: CellTrainSettings, device: torch.device, engine: str):
     """While open, `from_pretrained` builds models partitioned by DeepSpeed ZeRO-3 (zero.Init through transformers'
     HfDeepSpeedConfig) when the cell trains with DeepSpeed at stage 3; a no-op otherwise. Yields the DS config."""
-    stage = int((settings["compressor"].get("deepspeed") or {}).get("zero_stage", 2))
-    if engine != "deepspeed" or stage != 3:
+    if engine != "deepspeed" or run.compressor.deepspeed.zero_stage != 3:
         yield None
         return
     from transformers.integrations import HfDeepSpeedConfig
@@ -132,7 +132,7 @@ def zero3_init(settings: dict, device: torch.device, engine: str):
     init_distributed(device.type)
     from deepspeed import comm as dist
 
-    cfg = ds_config(settings, dist.get_world_size(), device.type)
+    cfg = ds_config(run, dist.get_world_size(), device.type)
     hf = HfDeepSpeedConfig(cfg)  # transformers holds a weak reference: keep it alive while models are built
     try:
         yield cfg
@@ -140,11 +140,12 @@ def zero3_init(settings: dict, device: torch.device, engine: str):
         del hf
 
 
-def apply_lora(model, lora: dict):
+def apply_lora(model, lora: LoraSettings):
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora.get("dropout", 0.0),
-                     target_modules=lora.get("target_modules"), bias="none", task_type="CAUSAL_LM")
+    targets = list(lora.target_modules) if lora.target_modules is not None else None  # None: peft's per-arch default
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none",
+                     task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
 
 
@@ -154,31 +155,31 @@ def enable_checkpointing(model) -> int:
     return len(checkpointing_layers(model))
 
 
-def build_for_training(settings: dict, device: torch.device, dtype: torch.dtype, engine: str = "torch"):
+def build_for_training(run: CellTrainSettings, device: torch.device, dtype: torch.dtype, engine: str = "torch"):
     """A fresh ContextCompressor for one cell: pretrained compressor (full or LoRA), frozen decoder, new head.
 
     `engine` is the training engine that will run it ("torch" or "deepspeed"): it decides the compressor's dtype
     and whether the models are built partitioned (ZeRO-3); see the module docstring.
     """
-    tr = settings["train"]
-    attn = tr.get("attn_implementation", "sdpa")
-    comp_src, dec_src = settings["compressor"]["source"], settings["decoder"]["source"]
+    tr = run.train
+    attn = tr.attn_implementation
+    comp_src, dec_src = run.compressor.source, run.decoder.source
     comp_tok, dec_tok = load_tokenizer(comp_src), load_tokenizer(dec_src)
-    finetune = settings["compressor"]["finetune"]
+    finetune = run.compressor.finetune
     # Loaded straight onto this rank's GPU (not via host memory), unless ZeRO-3 partitions them while loading.
-    with zero3_init(settings, device, engine) as zero3:
+    with zero3_init(run, device, engine) as zero3:
         place = device if device.type == "cuda" and not zero3 else None
         compressor = load_causal_lm(comp_src, compressor_dtype(finetune, device, dtype, engine), attn, place)
         decoder = load_causal_lm(dec_src, dtype, attn, place)
         if finetune == "lora":
-            compressor = apply_lora(compressor, tr["lora"])
+            compressor = apply_lora(compressor, tr.lora)
         frozen = freeze_unused(compressor)
         if frozen:
             log.info("%s: %d tensors of layers that never run on text frozen", comp_src, len(frozen))
-        if tr.get("gradient_checkpointing"):
+        if tr.gradient_checkpointing:
             enable_checkpointing(compressor)
             enable_checkpointing(decoder)
-        M = num_memory_tokens(settings["segment"]["segment_tokens"], settings["cell"]["ratio"])
+        M = num_memory_tokens(run.segment.segment_tokens, run.cell.ratio)
         model = ContextCompressor(compressor, decoder, M, decoder_bos_id=dec_tok.bos_token_id,
                                   compressor_bos_id=comp_tok.bos_token_id)
     if zero3:
@@ -227,21 +228,22 @@ def load_trained(final_dir: str | Path, device: torch.device | None = None, dtyp
                  gpus: int | None = None, max_memory: dict | None = None):
     """A trained cell for evaluation; `compressor_dir`/`head_file` select a probe checkpoint instead of final.
 
-    `gpus` (the evaluation job's `eval_resources.gpu`, settings["gpus"]): with more than one, compressor and
+    `gpus` (the evaluation job's `eval_resources.gpu`, settings.gpus): with more than one, compressor and
     decoder are sharded over the first `gpus` devices by `eval_device_maps` (`max_memory` overrides the measured
     per-device budgets, e.g. {0: "70GiB", 1: "70GiB"}); with one or none, everything goes to `device`.
+    Returns (model, compressor tokenizer, decoder tokenizer, meta); meta["run"] is the run's CellTrainSettings.
     """
     final = Path(final_dir)
     meta = json.loads((final / META_FILE).read_text())
     device = device or pick_device()
     dtype = dtype or pick_dtype(device)
-    settings = meta["settings"]
+    run = meta["run"] = CellTrainSettings.from_dict(meta["settings"], path=f"{final / META_FILE}: settings")
     comp_tok = load_tokenizer(str(final / "compressor_tokenizer"))
     dec_tok = load_tokenizer(str(final / "decoder_tokenizer"))
-    attn = settings["train"].get("attn_implementation", "sdpa")
+    attn = run.train.attn_implementation
     cdir = Path(compressor_dir) if compressor_dir else final / ("compressor_lora" if meta["lora"] else "compressor")
-    comp_src = settings["compressor"]["source"] if meta["lora"] else str(cdir)
-    dec_src = settings["decoder"]["source"]
+    comp_src = run.compressor.source if meta["lora"] else str(cdir)
+    dec_src = run.decoder.source
     maps = eval_placement(comp_src, dec_src, dtype, device, gpus, max_memory)
     if meta["lora"]:
         from peft import PeftModel

@@ -138,10 +138,11 @@ def _run_all(contexts: list[dict], s: QuestionSettings, backend: Backend, secret
 
 
 def generate_questions(contexts: list[dict], qcfg: dict, out_path: str, report_path: str, cache_dir: str) -> dict:
-    """contexts: [{"id": str, "source": "fineweb"|"faitheval", "context": str}]. Writes out_path (JSONL, one row per
-    context in input order) and report_path (JSON); returns the report dict."""
+    """contexts: [{"id": str, "source": "fineweb"|"faitheval", "context": str}]; qcfg: the `questions` section
+    (validated against its schema, which fills in what it leaves out). Writes out_path (JSONL, one row per context
+    in input order) and report_path (JSON); returns the report dict."""
     t0 = time.monotonic()
-    s = QuestionSettings.from_cfg(qcfg)
+    s = QuestionSettings.from_partial(qcfg)
     _check_contexts(contexts)
     tally = Tally()
     secret: Optional[str] = None

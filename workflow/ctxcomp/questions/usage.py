@@ -44,7 +44,8 @@ class Tally:
     @staticmethod
     def cost(tokens: dict, s: QuestionSettings) -> Optional[float]:
         """USD at the configured per-million-token prices; None when prices are not configured."""
-        if s.price_input_per_mtok is None and s.price_output_per_mtok is None:
+        price = s.price_per_mtok
+        if price is None or (price.input is None and price.output is None):
             return None
-        return round((tokens["prompt"] * (s.price_input_per_mtok or 0.0)
-                      + tokens["completion"] * (s.price_output_per_mtok or 0.0)) / 1e6, 9)
+        return round((tokens["prompt"] * (price.input or 0.0) + tokens["completion"] * (price.output or 0.0)) / 1e6,
+                     9)

@@ -38,8 +38,9 @@ def windows(stream: "torch.Tensor", starts: list[int], seq_len: int, bos_id: int
     return torch.stack([torch.cat([bos, stream[s : s + seq_len - 1]]) for s in starts])
 
 
-def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: int, seq_len: int = 96,
-             batch_size: int = 16, lr: float = 3e-3) -> dict:
+def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: int, seq_len: int, batch_size: int,
+             lr: float) -> dict:
+    """Pretrain the model `spec` (`models.<name>.build`) with `tiny.pretrain`'s seq_len, batch_size and lr."""
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
@@ -47,7 +48,7 @@ def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: in
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = build_model(spec, tok, seed)
     stream = token_stream(corpus, tok)
-    steps = spec.get("pretrain_steps", 200)
+    steps = spec["pretrain_steps"]
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     model.train()

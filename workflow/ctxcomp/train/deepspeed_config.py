@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .engine import accumulation_steps
+from ..settings import CellTrainSettings, CompressorRef, TrainSettings
+from .world import accumulation_steps
 
 CONFIG_FILE = "ds_config.json"
 # Communication buckets (elements). GPU: large enough not to starve NVLink/IB on 8×H100, bounded extra memory.
@@ -29,18 +30,18 @@ BUCKET_GPU = 200_000_000
 BUCKET_CPU = 5_000_000
 
 
-def ds_config(settings: dict, world_size: int, device_type: str) -> dict[str, Any]:
+def ds_config(run: CellTrainSettings, world_size: int, device_type: str) -> dict[str, Any]:
     """DeepSpeed config for `world_size` data-parallel ranks on `device_type` ("cuda" or "cpu")."""
-    tr = settings["train"]
-    micro = int(tr["micro_batch_size"])
-    accum = accumulation_steps(settings, world_size)
+    tr = run.train
+    micro = tr.micro_batch_size
+    accum = accumulation_steps(tr, world_size)
     gpu = device_type == "cuda"
-    zero = zero_section(settings, gpu)
+    zero = zero_section(run.compressor, gpu)
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accum,
         "train_batch_size": micro * accum * world_size,
-        "gradient_clipping": float(tr.get("grad_clip", 0.0)),
+        "gradient_clipping": float(tr.grad_clip),
         "zero_optimization": zero,
         "bf16": {"enabled": gpu},
         "fp16": {"enabled": False},
@@ -53,10 +54,10 @@ def ds_config(settings: dict, world_size: int, device_type: str) -> dict[str, An
     return cfg
 
 
-def zero_section(settings: dict, gpu: bool) -> dict[str, Any]:
+def zero_section(comp: CompressorRef, gpu: bool) -> dict[str, Any]:
     """`zero_optimization`: the compressor's stage and offload (models.<name>.deepspeed), buckets per device."""
-    ds = dict(settings["compressor"].get("deepspeed") or {})
-    stage = int(ds.get("zero_stage", 2))
+    ds = comp.deepspeed
+    stage = ds.zero_stage
     bucket = BUCKET_GPU if gpu else BUCKET_CPU
     zero: dict[str, Any] = {
         "stage": stage,
@@ -75,25 +76,24 @@ def zero_section(settings: dict, gpu: bool) -> dict[str, Any]:
             # the final model is written from a gathered copy (ctxcomp.train.ds_engine.export_state)
             "stage3_gather_16bit_weights_on_model_save": True,
         })
-    if ds.get("offload_param") and stage != 3:
-        raise ValueError(f"compressor {settings['compressor'].get('name')!r}: offload_param needs zero_stage 3 "
-                         f"(got {stage})")
-    if ds.get("offload_optimizer") and stage > 0:
+    if ds.offload_param and stage != 3:
+        raise ValueError(f"compressor {comp.name!r}: offload_param needs zero_stage 3 (got {stage})")
+    if ds.offload_optimizer and stage > 0:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": gpu}
-    if ds.get("offload_param") and stage == 3:
+    if ds.offload_param and stage == 3:
         zero["offload_param"] = {"device": "cpu", "pin_memory": gpu}
     return zero
 
 
-def optimizer_section(tr: dict) -> dict[str, Any]:
+def optimizer_section(tr: TrainSettings) -> dict[str, Any]:
     """AdamW (torch's, see the module docstring) with the cell's hyper-parameters; the loop sets the lr per step."""
     return {
         "type": "AdamW",
         "params": {
-            "lr": float(tr["lr"]),
-            "betas": [float(b) for b in tr.get("adam_betas", (0.9, 0.95))],
+            "lr": float(tr.lr),
+            "betas": [float(b) for b in tr.adam_betas],
             "eps": 1e-8,
-            "weight_decay": float(tr.get("weight_decay", 0.0)),
+            "weight_decay": float(tr.weight_decay),
             "torch_adam": True,
         },
     }

@@ -1,4 +1,4 @@
-"""DeepSpeed (ZeRO) implementation of the training-engine interface documented in train/engine.py.
+"""DeepSpeed (ZeRO) implementation of the training-engine interface, train.engine.Engine.
 
 One object per rank. Only the trainable parameters (compressor or its LoRA, memory, adapter, markers) are handed to
 DeepSpeed's optimizer, so the frozen decoder has no optimizer state, no gradient buffers and is left out of
@@ -24,10 +24,12 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from ..settings import CellTrainSettings
 from . import checkpoint as ckpt
 from .deepspeed_config import CONFIG_FILE, ds_config, write_config
 
@@ -74,9 +76,17 @@ def init_distributed(device_type: str) -> None:
 
 
 class DeepSpeedEngine:
-    name = "deepspeed"
+    """One rank of a DeepSpeed ZeRO run (stage and offload from the compressor's `deepspeed` spec)."""
 
-    def __init__(self, module: torch.nn.Module, settings: dict):
+    name = "deepspeed"
+    module: torch.nn.Module
+    rank: int
+    world_size: int
+    is_main: bool
+    accum: int
+    partitioned: bool
+
+    def __init__(self, module: torch.nn.Module, run: CellTrainSettings):
         self.device = next(module.parameters()).device
         device_type = self.device.type
         init_distributed(device_type)
@@ -87,8 +97,7 @@ class DeepSpeedEngine:
         self.world_size = dist.get_world_size()
         self.rank = dist.get_rank()
         self.is_main = self.rank == 0
-        self.settings = settings
-        self.config = ds_config(settings, self.world_size, device_type)
+        self.config = ds_config(run, self.world_size, device_type)
         self.clip = self.config["gradient_clipping"]
         self.zero_stage = self.config["zero_optimization"]["stage"]
         self.partitioned = self.zero_stage == 3  # module parameters hold only this rank's partition
@@ -105,7 +114,7 @@ class DeepSpeedEngine:
                      self.accum)
 
     # ------------------------------------------------------------------------------------------- stepping
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
         # DeepSpeed's bf16 mode casts the module itself (fp32 master weights live in the optimizer): no autocast.
         return contextlib.nullcontext()
 
@@ -147,7 +156,7 @@ class DeepSpeedEngine:
         self._dist.all_reduce(t, op=self._dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def gathered(self, params):
+    def gathered(self, params: Iterable[torch.nn.Parameter]) -> contextlib.AbstractContextManager:
         """Full copies of (ZeRO-3-partitioned) `params` inside the block, read-only; collective."""
         if self.zero_stage != 3:
             return contextlib.nullcontext()
@@ -159,7 +168,7 @@ class DeepSpeedEngine:
         self._dist.barrier()
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def save(self, root, step: int, extra: dict, keep: int, run_hash: str | None = None) -> None:
+    def save(self, root: str | Path, step: int, extra: dict, keep: int, run_hash: str | None = None) -> None:
         root = Path(root)
         tag = ckpt.step_dir(root, step).name
         target = root / tag
@@ -183,14 +192,14 @@ class DeepSpeedEngine:
             log.info("checkpoint saved: %s", target)
         self.barrier()
 
-    def verify(self, path, level: str = "sha256") -> list[str]:
+    def verify(self, path: str | Path, level: str = "sha256") -> list[str]:
         """Collective: each rank checks its share; every rank returns a problem list, non-empty if any rank's is."""
         problems = ckpt.verify(path, level, self.rank, self.world_size)
         if self.any_rank(bool(problems)) and not problems:
             problems = [f"{path}: failed verification on another rank (see its log)"]
         return problems
 
-    def load(self, path) -> dict:
+    def load(self, path: str | Path) -> dict:
         path = Path(path)
         step = int(path.name.split("_")[-1])
         try:

@@ -23,9 +23,11 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..settings import CellTrainSettings
 from .engine import choose_engine
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,10 @@ WORKER = Path(__file__).with_name("worker.py")
 RANK_EXIT_TIMEOUT_S = 1800  # after a stop signal: time the ranks get to finish the step and checkpoint
 
 
-def launch_command(settings: dict, args_file: str, env: dict | None = None) -> list[str]:
+def launch_command(run: CellTrainSettings, args_file: str, env: dict | None = None) -> list[str]:
     """The command that starts every rank of a multi-process run (pure, so it can be tested)."""
     env = dict(os.environ if env is None else env)
-    comp = settings["compressor"]
-    gpus, nodes = max(1, int(comp.get("gpus", 1))), int(comp.get("nodes", 1))
+    gpus, nodes = max(1, run.compressor.gpus), run.compressor.nodes
     worker = [str(WORKER), "--args", args_file]
     if nodes <= 1:
         # `python -m deepspeed.launcher.runner` is the `deepspeed` script, without relying on PATH. On CPU
@@ -88,7 +89,7 @@ def node_address(node: str) -> str:
     return addr if addr and addr != "(null)" else node
 
 
-def launch_env(settings: dict, env: dict | None = None, cuda: bool | None = None) -> dict[str, str]:
+def launch_env(run: CellTrainSettings, env: dict | None = None, cuda: bool | None = None) -> dict[str, str]:
     """Environment of the launcher and its ranks: on CPU, the DeepSpeed CPU accelerator and a thread share each."""
     env = dict(os.environ if env is None else env)
     if cuda is None:
@@ -96,7 +97,7 @@ def launch_env(settings: dict, env: dict | None = None, cuda: bool | None = None
 
         cuda = torch.cuda.is_available()
     if not cuda:
-        ranks = max(1, int(settings["compressor"].get("gpus", 1))) * max(1, int(settings["compressor"].get("nodes", 1)))
+        ranks = max(1, run.compressor.gpus) * max(1, run.compressor.nodes)
         threads = int(env.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
         env["DS_ACCELERATOR"] = "cpu"
         env["OMP_NUM_THREADS"] = str(max(1, threads // ranks))
@@ -167,21 +168,24 @@ def run_launcher(cmd: list[str], env: dict[str, str]) -> int:
     return rc
 
 
-def launch_training(settings: dict, train_path: str, probe_path: str, run_dir: str, outputs: dict,
-                    log_path: str | None = None, engine: str | None = None) -> dict | None:
-    name = choose_engine(settings, engine)
-    distributed_parent = name == "deepspeed" and "WORLD_SIZE" not in os.environ and (
-        settings["compressor"].get("gpus", 0) > 1 or settings["compressor"].get("nodes", 1) > 1)
+def launch_training(settings: CellTrainSettings | Mapping, train_path: str, probe_path: str, run_dir: str,
+                    outputs: dict, engine: str | None = None) -> dict | None:
+    """Train one run (`settings`: the rule's params with their runtime keys, or the built settings) in this
+    process, or start its ranks with the launcher its resources need."""
+    run = CellTrainSettings.of(settings)
+    name = choose_engine(run, engine)
+    distributed_parent = name == "deepspeed" and "WORLD_SIZE" not in os.environ and run.compressor.multi_process
     if not distributed_parent:
         from .loop import train_cell
 
-        return train_cell(settings, train_path, probe_path, run_dir, outputs, engine=name)
+        return train_cell(run, train_path, probe_path, run_dir, outputs, engine=name)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     args_file = str(Path(run_dir) / "launch_args.json")
-    Path(args_file).write_text(json.dumps({"settings": settings, "train_path": train_path, "probe_path": probe_path,
-                                           "run_dir": run_dir, "outputs": outputs, "engine": name}, indent=2))
-    env = launch_env(settings)
-    cmd = launch_command(settings, args_file, env)
+    Path(args_file).write_text(json.dumps({"settings": run.to_dict(), "train_path": train_path,
+                                           "probe_path": probe_path, "run_dir": run_dir, "outputs": outputs,
+                                           "engine": name}, indent=2))
+    env = launch_env(run)
+    cmd = launch_command(run, args_file, env)
     log.info("launching: %s", shlex.join(cmd))
     rc = run_launcher(cmd, env)
     if rc:

@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,6 +33,7 @@ from ..fingerprint import path_fingerprint
 from ..io import atomic_dir, atomic_write, provenance, read_jsonl, write_json
 from ..model.collate import Collator, to_device
 from ..model.load import build_for_training, pick_device, pick_dtype, save_trained, save_weights
+from ..settings import CellTrainSettings, to_dict
 from . import checkpoint as ckpt
 from .data import JsonlIndex, batch_indices, rank_slice
 from .engine import choose_engine, make_engine
@@ -118,23 +120,15 @@ def _mean(xs: list[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
-def runtime_of(settings: dict) -> dict:
-    """How this run is stored: schema defaults < keys left in settings.train (direct callers) < settings.runtime
-    (the training job, from the config at run time)."""
-    tr = settings["train"]
-    return {**C.runtime_defaults(), **{k: tr[k] for k in C.RUNTIME_TRAIN_KEYS if k in tr},
-            **settings.get("runtime", {})}
-
-
-def run_hash(settings: dict, train_path: str | Path, probe_path: str | Path) -> str:
-    """Hash of everything that determines a training run: its settings (without the runtime keys), the content of
-    the data it reads and of the (local) models it starts from, and the checkpoint format."""
+def run_hash(run: CellTrainSettings, train_path: str | Path, probe_path: str | Path) -> str:
+    """Hash of everything that determines a training run: its settings (the rule's params, without the runtime
+    keys), the content of the data it reads and of the (local) models it starts from, and the checkpoint format."""
     return C.stable_hash({
         "format": CHECKPOINT_FORMAT,
-        "settings": C.determining(settings),
+        "settings": C.determining(run.to_dict()),
         "data": {"train": path_fingerprint(train_path), "probe": path_fingerprint(probe_path)},
-        "models": {"compressor": path_fingerprint(settings["compressor"]["source"]),
-                   "decoder": path_fingerprint(settings["decoder"]["source"])},
+        "models": {"compressor": path_fingerprint(run.compressor.source),
+                   "decoder": path_fingerprint(run.decoder.source)},
     })
 
 
@@ -168,11 +162,14 @@ class _Board:
 
 
 class Trainer:
-    def __init__(self, settings: dict, train_path: str, probe_path: str, run_dir: str,
+    def __init__(self, settings: CellTrainSettings | Mapping, train_path: str, probe_path: str, run_dir: str,
                  engine: str | None = None, stop_at_step: int | None = None):
-        self.settings = settings
-        self.tr = settings["train"]
-        self.rt = runtime_of(settings)
+        self.run_settings = run = CellTrainSettings.of(settings)
+        if run.runtime is None:
+            raise C.ConfigError("config error at 'runtime': a training run needs its runtime settings "
+                                "(ctxcomp.config.train_runtime; CellTrainSettings.for_cell builds both)")
+        self.tr = run.train
+        self.rt = run.runtime
         self.run_dir = Path(run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.probe_root = self.run_dir / "probe_checkpoints.partial"
@@ -183,19 +180,19 @@ class Trainer:
         self.board: _Board | None = None
         self.run_hash: str | None = None  # set by resume(), on rank 0 (the rank that writes manifests)
         self.stop_at_step = stop_at_step  # test hook: behave as if preempted after this step
-        seed_everything(settings["seed"])
+        seed_everything(run.seed)
         self.device = pick_device()
         if os.environ.get("LOCAL_RANK") is not None and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(self.device)
         self.dtype = pick_dtype(self.device)
-        model, self.comp_tok, self.dec_tok = build_for_training(settings, self.device, self.dtype,
-                                                                engine=choose_engine(settings, engine))
-        seg = settings["segment"]
-        self.collate = Collator(self.comp_tok, self.dec_tok, seg["segment_tokens"], seg["continuation_tokens"])
+        model, self.comp_tok, self.dec_tok = build_for_training(run, self.device, self.dtype,
+                                                                engine=choose_engine(run, engine))
+        self.collate = Collator(self.comp_tok, self.dec_tok, run.segment.segment_tokens,
+                                run.segment.continuation_tokens)
         self.data = JsonlIndex(train_path)
-        self.probe_records = read_jsonl(probe_path)[: self.tr.get("probe_batch_size", 16)]
-        self.engine = make_engine(model, settings, engine)
+        self.probe_records = read_jsonl(probe_path)[: self.tr.probe_batch_size]
+        self.engine = make_engine(model, run, engine)
         self.model = self.engine.module
         self.accum = self.engine.accum
         self.history: list[dict] = []
@@ -205,9 +202,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ pieces
     def micro_batches(self, step: int) -> list[dict]:
-        idx = batch_indices(step, self.tr["global_batch_size"], len(self.data), self.settings["seed"])
+        idx = batch_indices(step, self.tr.global_batch_size, len(self.data), self.run_settings.seed)
         mine = rank_slice(idx, self.engine.rank, self.engine.world_size)
-        micro = self.tr["micro_batch_size"]
+        micro = self.tr.micro_batch_size
         return [self.collate([self.data[int(i)] for i in mine[j : j + micro]]) for j in range(0, len(mine), micro)]
 
     @contextlib.contextmanager
@@ -240,7 +237,7 @@ class Trainer:
             if pending is not None:
                 pending[1].exception()
             batches = self.micro_batches(step)
-        if self._pool is not None and step + 1 < self.tr["max_steps"]:
+        if self._pool is not None and step + 1 < self.tr.max_steps:
             self._pending = (step + 1, self._pool.submit(self.micro_batches, step + 1))
         return batches
 
@@ -260,7 +257,7 @@ class Trainer:
     def _probe_view(self) -> Any:
         """The model as the probes see it. The entropy probe reads the decoder's LM-head weight outside a forward,
         which a ZeRO-3 partition does not hold: it gets a gathered copy (collective; every rank probes)."""
-        if not getattr(self.engine, "partitioned", False):
+        if not self.engine.partitioned:
             return self.model
         head = self.model.decoder.get_output_embeddings()
         with torch.no_grad(), self.engine.gathered(head.parameters()):
@@ -296,8 +293,8 @@ class Trainer:
         """One optimizer step (0-based `step`): this rank's micro-batches (collate, forward, backward), then the
         update. Losses stay on the device until the step is taken (no host sync per micro-batch)."""
         tr = self.tr
-        weights = weights or tr["loss_weights"]
-        lr = lr_at(step, tr["lr"], tr["warmup_steps"], tr["max_steps"], tr.get("min_lr_ratio", 0.1))
+        weights = weights or tr.loss_weights.as_weights()
+        lr = lr_at(step, tr.lr, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
         parts: dict[str, list[torch.Tensor]] = {"loss": [], "loss_re": [], "loss_nt": []}
         tokens = []
         for mb in self._step_batches(step):
@@ -309,27 +306,27 @@ class Trainer:
                 if k in out:
                     parts[k].append(out[k].detach())
             tokens.append(out["tokens"])
-        grad_norm = self.engine.step(lr, tr["grad_clip"])
+        grad_norm = self.engine.step(lr, tr.grad_clip)
         row = {k: _mean([float(x) for x in xs]) for k, xs in parts.items()}
         return {**row, "lr": lr, "grad_norm": grad_norm, "tokens": int(sum(int(t) for t in tokens))}
 
     def resume(self) -> int:
         """Reset state of other settings, then load the newest checkpoint that verifies; 0 when there is none."""
-        max_steps = self.tr["max_steps"]
-        self.run_hash = run_hash(self.settings, self._train_path, self._probe_path) if self.engine.is_main else None
+        max_steps = self.tr.max_steps
+        self.run_hash = run_hash(self.run_settings, self._train_path, self._probe_path) if self.engine.is_main else None
         if self.engine.is_main:
             ckpt.reset_if_stale(self.run_dir, self.ckpt_root,
                                 [self.probe_root, self.loss_partial, self.dyn_partial, self.board_dir],
-                                self.run_hash, self.rt["stale_checkpoints"], max_steps)
+                                self.run_hash, self.rt.stale_checkpoints, max_steps)
         self.engine.barrier()
         for step, path in reversed(ckpt.list_checkpoints(self.ckpt_root)):
-            problems = self.engine.verify(path, self.rt["verify_checkpoints"])
+            problems = self.engine.verify(path, self.rt.verify_checkpoints)
             if problems:
                 log.error("checkpoint %s is unusable: %s", path, "; ".join(problems[:5]))
                 self.engine.barrier()
                 if self.engine.is_main:
                     log.error("checkpoint %s %s; trying the one before", path,
-                              ckpt.quarantine(path, self.rt["stale_checkpoints"]))
+                              ckpt.quarantine(path, self.rt.stale_checkpoints))
                 self.engine.barrier()
                 continue
             extra = self.engine.load(path)
@@ -341,7 +338,7 @@ class Trainer:
 
     def checkpoint(self, step: int) -> None:
         self.engine.save(self.ckpt_root, step, {"history": self.history, "dynamics": self.dynamics},
-                         keep=self.rt["keep_checkpoints"], run_hash=self.run_hash)
+                         keep=self.rt.keep_checkpoints, run_hash=self.run_hash)
         if self.engine.is_main:  # progress of a running job; the declared loss.csv appears only at the end
             write_csv(self.loss_partial, self.history, LOSS_COLUMNS)
             write_csv(self.dyn_partial, self.dynamics, DYN_COLUMNS)
@@ -352,13 +349,13 @@ class Trainer:
         from tqdm import tqdm
 
         tr = self.tr
-        max_steps = tr["max_steps"]
+        max_steps = tr.max_steps
         start = self.resume()
-        weights = tr["loss_weights"]
+        weights = tr.loss_weights.as_weights()
         self.model.train()
         t_start = time.time()
         elapsed0 = self.history[-1]["elapsed_s"] if self.history else 0.0
-        self.board = _Board(self.board_dir, start, bool(self.rt["tensorboard"]) and self.engine.is_main)
+        self.board = _Board(self.board_dir, start, self.rt.tensorboard and self.engine.is_main)
         with StopFlag() as stop, self.prefetching(), contextlib.closing(self.board):
             bar = tqdm(range(start, max_steps), initial=start, total=max_steps, desc="train", mininterval=10,
                        disable=not self.engine.is_main)
@@ -374,16 +371,16 @@ class Trainer:
                 self.history.append(self.engine.reduce_row(row))
                 self.board.scalars(done, {k: v for k, v in self.history[-1].items() if k != "step"}, "train")
                 bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
-                if done % tr["probe_every"] == 0 or done == max_steps:
+                if done % tr.probe_every == 0 or done == max_steps:
                     self.dynamics.append(self.probe(done))
                     self.board.scalars(done, {k: self.dynamics[-1][k] for k in ("erank", "entropy")}, "probe")
-                    if tr.get("keep_probe_checkpoints"):
+                    if tr.keep_probe_checkpoints:
                         self.save_probe_checkpoint(done)
                 # all ranks must stop after the same step (the checkpoint is collective): agree on the signal
                 preempt = self.engine.any_rank(bool(stop)) or (
                     self.stop_at_step is not None and done == self.stop_at_step)
                 # the last step is always a checkpoint: a failure while writing the outputs costs no training
-                if done % self.rt["checkpoint_every"] == 0 or preempt or done == max_steps:
+                if done % self.rt.checkpoint_every == 0 or preempt or done == max_steps:
                     self.checkpoint(done)
                 if preempt and done < max_steps:
                     log.warning("stopping after step %d; the next run resumes from its checkpoint", done)
@@ -393,8 +390,8 @@ class Trainer:
         gap = self.shuffle_gap(self.probe_records)
         log.info("shuffle control: %s", gap)
         summary = {
-            "cell": self.settings["cell"],
-            "steps": self.tr["max_steps"],
+            "cell": to_dict(self.run_settings.cell),
+            "steps": self.tr.max_steps,
             "final_loss": self.history[-1]["loss"] if self.history else None,
             "final_loss_re": self.history[-1]["loss_re"] if self.history else None,
             "final_loss_nt": self.history[-1]["loss_nt"] if self.history else None,
@@ -403,18 +400,19 @@ class Trainer:
             "world_size": self.engine.world_size,
             "grad_accum": self.accum,
             "wall_s": self.history[-1]["elapsed_s"] if self.history else 0.0,
-            "provenance": {**provenance(C.determining(self.settings)), "run_hash": self.run_hash},
+            "provenance": {**provenance(C.determining(self.run_settings.to_dict())), "run_hash": self.run_hash},
         }
         state = self.engine.export_state()  # collective (ZeRO-3 gathers the trainable weights onto rank 0)
         if not self.engine.is_main:
             return summary
         with atomic_dir(out_final) as tmp:
             save_trained(self.model, self.comp_tok, self.dec_tok, tmp,
-                         {"settings": self.settings, "provenance": summary["provenance"]}, state_dict=state)
+                         {"settings": self.run_settings.to_dict(), "provenance": summary["provenance"]},
+                         state_dict=state)
         # Probe checkpoints exist only for the dynamics cell; other cells get an empty directory with a note.
         self.probe_root.mkdir(parents=True, exist_ok=True)
         (self.probe_root / "README.json").write_text(
-            '{"keep_probe_checkpoints": %s}\n' % str(bool(self.tr.get("keep_probe_checkpoints"))).lower())
+            '{"keep_probe_checkpoints": %s}\n' % str(self.tr.keep_probe_checkpoints).lower())
         if Path(out_probe).exists():
             import shutil
 
@@ -431,22 +429,24 @@ class Trainer:
         train.keep_final_checkpoints (they can be ~100 GB per cell; resuming a finished run needs none)."""
         for p in (self.loss_partial, self.dyn_partial):
             p.unlink(missing_ok=True)
-        if not self.rt["keep_final_checkpoints"] and self.ckpt_root.exists():
+        if not self.rt.keep_final_checkpoints and self.ckpt_root.exists():
             import shutil
 
             shutil.rmtree(self.ckpt_root)
             log.info("finished: removed %s (train.keep_final_checkpoints is false)", self.ckpt_root)
 
 
-def train_cell(settings: dict, train_path: str, probe_path: str, run_dir: str, outputs: dict[str, str],
-               engine: str | None = None, stop_at_step: int | None = None) -> dict:
-    """Train one cell to `settings.train.max_steps`, resuming from `run_dir/checkpoints` if a checkpoint exists."""
+def train_cell(settings: CellTrainSettings | Mapping, train_path: str, probe_path: str, run_dir: str,
+               outputs: dict[str, str], engine: str | None = None, stop_at_step: int | None = None) -> dict:
+    """Train one cell to `settings.train.max_steps`, resuming from `run_dir/checkpoints` if a checkpoint exists.
+    `settings`: the rule's params (with their runtime keys) or the built settings."""
+    run = CellTrainSettings.of(settings)
     if not torch.cuda.is_available():
         # bit-identical resume on CPU; on GPU the deterministic kernels would cost throughput for no tested gain
         torch.use_deterministic_algorithms(True, warn_only=True)
-    if settings["train"].get("num_threads"):  # 0: as many as the job was given (logs.setup_job)
-        torch.set_num_threads(int(settings["train"]["num_threads"]))
-    trainer = Trainer(settings, train_path, probe_path, run_dir, engine=engine, stop_at_step=stop_at_step)
+    if run.train.num_threads:  # 0: as many as the job was given (logs.setup_job)
+        torch.set_num_threads(run.train.num_threads)
+    trainer = Trainer(run, train_path, probe_path, run_dir, engine=engine, stop_at_step=stop_at_step)
     trainer.run()
     return trainer.finish(outputs["final"], outputs["probe_checkpoints"], outputs["loss"], outputs["dynamics"],
                           outputs["summary"])
