@@ -18,7 +18,7 @@ from ctxcomp import disk_plan, plan
 from ctxcomp import memory_plan as mp
 from ctxcomp import model_dims as md
 from ctxcomp.config import Cell, load_config
-from ctxcomp.settings import CellTrainSettings
+from ctxcomp.settings import CellTrainSettings, EvaluateSettings
 from helpers_tiny import ROOT, tiny_env
 
 CONFIG = load_config(ROOT / "config.yaml")  # validated: the plan reads a config with its defaults filled
@@ -272,13 +272,15 @@ def test_evaluation_shards_the_cell_over_its_evaluation_gpus():
     # a quarter each plus at most one unsplittable block, the 128,264 x 8192 embedding (ctxcomp.model.load)
     cell = Cell(CONFIG["decoder"], "llama3.2-90b", 16)
     comp, dec = md.HUB_DIMS["meta-llama/Llama-3.2-90B-Vision"], md.HUB_DIMS["meta-llama/Meta-Llama-3-8B-Instruct"]
-    whole = 2 * (md.total_params(comp) + md.total_params(dec) + md.head_params(16, 8192, 4096)[0])
+    # the head by hand: 16 memory embeddings, RMSNorm, Linear 8192->4096, Linear 4096->4096, 4 marker embeddings
+    head = 16 * 8192 + 8192 + (8192 * 4096 + 4096) + (4096 * 4096 + 4096) + 4 * 4096
+    whole = 2 * (md.total_params(comp) + md.total_params(dec) + head)
     assert CONFIG["models"]["llama3.2-90b"]["eval_resources"]["gpu"] == 4
     big = mp.eval_estimate(CONFIG, cell)
     assert big.gpus == 4 and big.parts["weights"] == -(-whole // 4) + 2 * 128264 * 8192
     assert big.fits(80)
     seg, ev = CONFIG["segment"], CONFIG["evaluate"]
-    one = mp.estimate_eval(comp, dec, 16, ev, 256, seg["max_segments"], 1)
+    one = mp.estimate_eval(comp, dec, 16, EvaluateSettings.from_dict(ev), 256, seg["max_segments"], 1)
     assert one.parts["weights"] == whole > 180e9 and not one.fits(80)  # a whole cell on one GPU would not
     assert mp.eval_estimate(CONFIG, Cell(CONFIG["decoder"], "qwen3-32b", 16)).fits(80)  # 2 GPUs
     assert mp.eval_estimate(CONFIG, Cell(CONFIG["decoder"], "qwen3-0.6b", 16)).fits(80)  # 1 GPU
