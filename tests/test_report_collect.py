@@ -113,3 +113,68 @@ def test_provenance_rows(run):
     assert len(miss) == 1 and pd.isna(miss["file"].iloc[0])
     got = prov[(prov.cell == "dec/qwen-s/r4") & (prov.file == "eval/ko_faitheval.json")]
     assert got["commit"].iloc[0] == rf.COMMIT and len(got["settings_hash"].iloc[0]) == 64
+
+
+def test_load_rag_values_and_missing_cells(run):
+    rag = collect.load_rag(run["out"], run["cells"], run["models"]).set_index("cell")
+    cell = "dec/qwen-l/r16"
+    assert bool(rag.at[cell, "present"]) and rag.at[cell, "em"] == 0.2 and rag.at[cell, "n"] == 24
+    assert rag.at[cell, "f1"] == pytest.approx(0.3 + 0.01 * (rf._seed(cell) % 7))
+    assert not bool(rag.at[rf.MISSING, "present"]) and rag.loc[rf.MISSING, ["em", "f1", "n"]].isna().all()
+    assert rag["present"].tolist() == [c != rf.MISSING for c in rag.index]
+
+
+def test_sd_breakdown_fields_intervals_and_the_older_format(run, tmp_path):
+    sd, dims = collect.load_sd_breakdown(run["out"], run["cells"], run["models"])
+    cell = "dec/qwen-s/r16"
+    got = sd[(sd["cell"] == cell) & (sd["source"] == "fineweb")].iloc[0]
+    assert got["task"] == "sd_fineweb" and got["compressor"] == "qwen-s" and got["ratio"] == 16
+    rows = rf.sd_rows(cell, "sd_fineweb")
+    una = [r["correct"] for r in rows if not r["answerable"]]
+    v = sum(una) / len(una)
+    # the fixture writes each part's interval as value -/+ 0.1 (clipped to [0, 1]) and its question count
+    assert got["unanswerable"] == pytest.approx(v) and got["unanswerable_n"] == len(una) == rf.N_CONTEXTS
+    assert (got["unanswerable_ci_low"], got["unanswerable_ci_high"]) == pytest.approx(tuple(rf.interval(v, 0.1)))
+    assert got["all_ci_low"] == pytest.approx(rf.interval(rf.stored_value(cell, "sd_fineweb"))[0])
+    assert got["em"] == pytest.approx(rf.stored_value(cell, "sd_fineweb") - 0.01)
+    assert "dim_unanswerable" not in sd  # the unanswerable dimension is the `unanswerable` part
+    # older files: bare answerable/unanswerable accuracies, no intervals, no dimensions
+    old = tmp_path / "eval" / "d/c/r4"
+    old.mkdir(parents=True)
+    (old / "sd_faitheval.json").write_text(json.dumps(
+        {"value": 0.5, "details": {"answerable_accuracy": 0.6, "unanswerable_accuracy": 0.2}}))
+    sd, dims = collect.load_sd_breakdown(tmp_path, ["d/c/r4"], {})
+    assert dims == [] and sd["source"].tolist() == ["fineweb", "faitheval"]
+    fe = sd.iloc[1]
+    assert (fe["all"], fe["answerable"], fe["unanswerable"]) == (0.5, 0.6, 0.2)
+    assert math.isnan(fe["answerable_ci_low"]) and math.isnan(fe["answerable_n"])
+    fw = sd.iloc[0]  # no file at all: every part NaN, never 0
+    assert all(math.isnan(fw[c]) for c in ("all", "answerable", "unanswerable", "em", "em_ci_high", "all_n"))
+
+
+def test_provenance_rows_of_a_partly_computed_cell(tmp_path):
+    cell = "dec/qwen-s/r4"
+    rf.write_cell(tmp_path, cell, rag=False)
+    (tmp_path / "eval" / cell / "ko_faitheval.json").unlink()  # one result missing in the middle of the list
+    (tmp_path / "probes" / cell / "probes.json").write_text(json.dumps(
+        {"provenance": {"commit": "abc", "settings_hash": "h1", "dirty": True}}))
+    (tmp_path / "eval" / cell / "rank_truncation.json").write_text("[1, 2]")  # not an object: no provenance
+    prov = collect.provenance_rows(tmp_path, [cell]).set_index("file")
+    want = {f"eval/{t}.json" for t in collect.TASKS if t != "ko_faitheval"}
+    assert set(prov.index) == want | {"eval/rank_truncation.json", "probes/probes.json", "train/summary.json"}
+    assert prov.at["probes/probes.json", "dirty"] is True and prov.at["probes/probes.json", "commit"] == "abc"
+    assert prov.at["eval/sd_fineweb.json", "dirty"] is False
+    assert prov.loc["eval/rank_truncation.json", ["settings_hash", "commit", "dirty"]].isna().all()
+    empty = collect.provenance_rows(tmp_path, [])
+    assert empty.empty and list(empty.columns) == ["cell", "file", "settings_hash", "commit", "dirty"]
+
+
+def test_dynamics_files_from_paths_without_checkpoints_and_empty_samples(run, tmp_path):
+    train = Path(run["out"]) / "dynamics" / run["dynamics_cell"] / "train" / "dynamics.csv"
+    files = collect.DynamicsFiles.from_paths([str(train)])
+    assert files == collect.DynamicsFiles(None, None, train)
+    tdyn = collect.load_train_dynamics(files)
+    assert tdyn["step"].tolist() == [rf.PROBE_EVERY * (k + 1) for k in range(rf.N_CHECKPOINTS)]
+    assert tdyn["erank"].tolist() == pytest.approx([rf.dyn_erank(k) + 0.5 for k in range(rf.N_CHECKPOINTS)])
+    (tmp_path / "checkpoints.samples.jsonl").write_text("")
+    assert collect.load_checkpoint_samples(collect.DynamicsFiles(samples=tmp_path / "checkpoints.samples.jsonl")) is None

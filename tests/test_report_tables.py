@@ -284,3 +284,128 @@ def test_write_table(tmp_path):
     paths = tables.write_table(tmp_path / "sub" / "tab", t)
     assert [p.name for p in paths] == ["tab.md", "tab.csv", "tab.tex"]
     assert (tmp_path / "sub" / "tab.tex").read_text() == "t\n"
+
+
+def _task_csv_columns(task):
+    """The CSV columns of one task, written out from the result-file contract (value, interval, n, each
+    control's value/interval/paired difference/flag, KO's chance and length-normalised accuracy, the bootstrap
+    settings) and the table's own comparison (best flag, delta to the best and its paired interval)."""
+    controls = ["shuffled_z", "no_memory"] if task.startswith("ko_") else ["shuffled_z"]
+    cols = [task, f"{task}_n", f"{task}_ci_low", f"{task}_ci_high"]
+    for c in controls:
+        cols += [f"{task}_{c}_{f}" for f in ("value", "ci_low", "ci_high", "diff_ci_low", "diff_ci_high",
+                                             "distinguishable")]
+    if task.startswith("ko_"):
+        cols += [f"{task}_{f}" for f in ("chance", "above_chance", "norm", "norm_ci_low", "norm_ci_high")]
+    return cols + [f"{task}_{f}" for f in ("resamples", "seed", "best", "delta", "delta_ci_low", "delta_ci_high")]
+
+
+def _header(md):
+    lines = md.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("| "))
+    return lines[i], lines[i + 1]
+
+
+def _midrules(tex):
+    return tex.count("\\midrule")
+
+
+def test_table2_and_table3_layout_caption_label_and_csv_columns(run):
+    t = tables.table2(_with_deltas(run, run["cells"], ["family", "ratio"]))
+    assert _header(t.md) == ("| Ratio | Family | Size | Reconstr. | KO FaithEval | KO ConflictQA | SD FineWeb | "
+                             "SD FaithEval |", "|:--|:--|:--|--:|--:|--:|--:|--:|")
+    assert t.md.startswith("**Reconstruction BLEU (FineWeb) and QA accuracy by compression ratio and compressor "
+                           "size**\n")
+    assert "\\caption{Reconstruction BLEU (FineWeb) and QA accuracy by compression ratio and compressor size}" in t.tex
+    assert "\\label{tab:main}" in t.tex and "\\begin{tabular}{lllrrrrr}" in t.tex
+    assert _midrules(t.tex) == 2  # under the header, and where the ratio changes from 4 to 16
+    assert "- Bold: best per family × ratio and column (ties: all)." in t.md
+    head = pd.read_csv(io.StringIO(t.csv)).columns.tolist()
+    assert head == ["ratio", "family", "size", "decoder", "compressor", "params_b", "cell",
+                    *(c for task in collect.TASKS for c in _task_csv_columns(task))]
+    csv = pd.read_csv(io.StringIO(t.csv)).set_index("cell")
+    cell = "dec/qwen-l/r16"
+    assert csv.at[cell, "ko_conflictqa_n"] == rf.N_ITEMS and csv.at[cell, "ko_conflictqa_seed"] == 1234
+    assert csv.at[cell, "ko_conflictqa_resamples"] == 1000 and csv.at[cell, "ko_conflictqa_chance"] == rf.CHANCE
+    assert csv.at[cell, "ko_conflictqa_no_memory_diff_ci_low"] == 0.15
+    assert csv.at[cell, "ko_conflictqa_norm"] == pytest.approx(rf.stored_value(cell, "ko_conflictqa"))
+    assert csv.at[cell, "sd_fineweb_shuffled_z_value"] == pytest.approx(rf.stored_value(cell, "sd_fineweb") - 0.2)
+
+    t3 = tables.table3(_with_deltas(run, run["ablation_cells"], ["decoder", "ratio"]))
+    assert _header(t3.md)[0] == ("| Ratio | Decoder | Family | Size | Reconstr. | KO FaithEval | KO ConflictQA | "
+                                 "SD FineWeb | SD FaithEval |")
+    assert t3.md.startswith("**Decoder ablation: the same compressors paired with different frozen decoders**")
+    assert "\\label{tab:decoder-ablation}" in t3.tex and _midrules(t3.tex) == 2  # where the decoder changes
+    assert "- Bold: best per decoder × ratio and column (ties: all)." in t3.md
+    head3 = pd.read_csv(io.StringIO(t3.csv)).columns.tolist()
+    assert head3 == ["ratio", "decoder", "family", "size", "compressor", "params_b", "cell",
+                     *(c for task in collect.TASKS for c in _task_csv_columns(task))]
+
+
+def test_secondary_tables_layout_caption_label_and_notes(run):
+    sd, dims = collect.load_sd_breakdown(run["out"], run["cells"], run["models"])
+    t = tables.sd_breakdown_table(sd, dims)
+    assert _header(t.md)[0] == ("| Source | Ratio | Family | Size | All | Answerable | Unanswerable | EM (norm.) | "
+                                "main topic | entity list | coreference |")
+    assert t.md.startswith("**Semantic drift by question kind and dimension**") and "\\label{tab:sd-breakdown}" in t.tex
+    assert _midrules(t.tex) == 4  # header; ratio 4 -> 16 within each source and at the change of source
+    assert "Unanswerable questions are correct only when the decoder abstains" in t.md and "Bold" not in t.md
+    assert pd.read_csv(io.StringIO(t.csv)).columns[:12].tolist() == [
+        "source", "ratio", "family", "size", "decoder", "compressor", "params_b", "cell", "all", "all_ci_low",
+        "all_ci_high", "all_n"]
+
+    rt = tables.rank_truncation_table(collect.load_rank_truncation(run["out"], run["cells"], run["models"]))
+    assert _header(rt.md)[0] == "| Ratio | Family | Size | Variant | Energy | KO FaithEval | KO ConflictQA | Mean rank |"
+    assert rt.md.startswith("**KO accuracy after truncating the memory to a fraction of its spectral energy**")
+    assert "\\label{tab:rank-truncation}" in rt.tex and _midrules(rt.tex) == len(run["cells"])  # one per cell change
+    assert "per_sample: each memory cut to its own top singular directions" in rt.md
+    row = next(r for r in _md_cells(rt.md) if r[:5] == ["4", "Qwen3", "0.6B", "batch", "0.9"])
+    assert row[-1] == f"{4 * 0.9 * 0.5:.1f}"  # mean rank, one decimal
+
+    rag = tables.rag_table(collect.load_rag(run["out"], run["cells"], run["models"]))
+    assert _header(rag.md) == ("| Ratio | Family | Size | EM | F1 | n |", "|:--|:--|:--|--:|--:|--:|")
+    assert rag.md.startswith("**Retrieval-augmented QA on MuSiQue from compressed passages**")
+    assert "\\label{tab:rag-musique}" in rag.tex and _midrules(rag.tex) == 2
+    rows = _md_cells(rag.md)
+    f1 = {c: 0.3 + 0.01 * (rf._seed(c) % 7) for c in run["cells"] if c != rf.MISSING}
+    for r, cell in zip(rows, pd.read_csv(io.StringIO(rag.csv))["cell"]):
+        if cell == rf.MISSING:
+            assert r[3:] == ["\u2014"] * 3
+            continue
+        fam = [c for c in f1 if rf.MODELS[c.split("/")[1]]["family"] == rf.MODELS[cell.split("/")[1]]["family"]
+               and c.split("/")[2] == cell.split("/")[2]]
+        best = f1[cell] == max(f1[c] for c in fam)
+        assert r[3:] == ["**0.20**", f"**{f1[cell]:.2f}**" if best else f"{f1[cell]:.2f}", "24"], cell
+
+    tr = tables.training_table(collect.load_training(run["out"], run["cells"], run["models"]))
+    assert _header(tr.md)[0] == ("| Decoder | Ratio | Family | Size | Steps | L_re | L_nt | L_re own Z | "
+                                 "L_re shuffled Z | Gap |")
+    assert tr.md.startswith("**Training losses and the shuffled-memory control**") and "\\label{tab:training}" in tr.tex
+    assert _midrules(tr.tex) == 2 and "Gap = L_re with shuffled Z − L_re with own Z" in tr.md
+    assert "**" not in "".join(sum(_md_cells(tr.md), [])) and "_delta" not in tr.csv  # not a ranking
+    assert "Gap = L\\_re with shuffled Z $-$ L\\_re with own Z" in tr.tex
+
+
+def test_lora_control_table_layout(run):
+    lora, full = rf.LORA_PAIRS[0]
+    ev = collect.load_eval(run["out"], [lora, full], run["models"])
+    frame = compare.lora_control_frame(ev, rf.LORA_PAIRS, collect.TASKS, collect.TASK_LABELS,
+                                       lambda c, t: collect.load_samples(run["out"], c, t))
+    t = tables.lora_control_table(frame)
+    assert _header(t.md) == ("| Ratio | Family | Size | Task | LoRA | Full FT | LoRA − full | excludes 0 |",
+                             "|:--|:--|:--|:--|--:|--:|--:|:-:|")
+    assert t.md.startswith("**LoRA against full fine-tuning of the same compressor**")
+    assert "\\label{tab:lora-control}" in t.tex and "\\begin{tabular}{llllrrrc}" in t.tex
+    assert "LoRA − full: paired bootstrap 95 % interval over the items both were evaluated on" in t.md
+    head = pd.read_csv(io.StringIO(t.csv)).columns.tolist()
+    assert head == ["ratio", "family", "size", "task_label", "lora_cell", "full_cell", "task",
+                    "lora", "lora_ci_low", "lora_ci_high", "lora_n", "full", "full_ci_low", "full_ci_high", "full_n",
+                    "delta", "delta_ci_low", "delta_ci_high", "delta_n", "excludes_zero"]
+    csv = pd.read_csv(io.StringIO(t.csv)).set_index("task")
+    assert csv.at["ko_faitheval", "lora_n"] == csv.at["ko_faitheval", "full_n"] == csv.at["ko_faitheval", "delta_n"]
+    assert csv.at["ko_faitheval", "lora_n"] == rf.N_ITEMS
+    assert csv.at["sd_fineweb", "delta_n"] == rf.N_CONTEXTS  # paired over contexts
+    assert csv.at["ko_faitheval", "full"] == pytest.approx(rf.stored_value(full, "ko_faitheval"))
+    assert csv.at["ko_faitheval", "lora_ci_low"] == pytest.approx(rf.stored_value(lora, "ko_faitheval") - rf.CI_HALF)
+    assert (csv["ratio"] == 16).all() and (csv["size"] == "4B").all() and (csv["family"] == "Qwen3").all()
+    assert csv.index.tolist() == list(collect.TASKS)

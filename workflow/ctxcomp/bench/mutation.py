@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -188,25 +189,33 @@ def summarise(name: str, group: dict[str, Any], found: dict[str, tuple[str, str]
 
 def _score(c: dict[str, int]) -> float | None:
     judged = c["total"] - c["equivalent"]
-    return round(sum(c[k] for k in DETECTED) / judged, 4) if judged else None
+    return sum(c[k] for k in DETECTED) / judged if judged else None
 
 
 def run_group(name: str, base: dict[str, Any], group: dict[str, Any], jobs: int, mode: str) -> dict[str, Any]:
     work = prepare(name, base, group, fresh=(mode == "fresh"))
     log = work / "mutmut.log"
-    start = time.monotonic()
+    start, cpu0 = time.monotonic(), _children_cpu()
     if mode == "survivors":
         again = [m for m, (_, s) in verdicts(work).items() if s not in DETECTED]
         if again:
             _mutmut(work, ["run", "--max-children", str(jobs), *again], log)
     else:
         _mutmut(work, ["run", "--max-children", str(jobs)], log)
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, _children_cpu() - cpu0
     found = verdicts(work)
     if not found:
         raise SystemExit(f"group {name}: mutmut made no mutants (see {log})")
     undetected = [m for m, (_, s) in found.items() if s not in DETECTED]
-    return summarise(name, group, found, diffs(work, undetected), load_equivalent(), wall)
+    out = summarise(name, group, found, diffs(work, undetected), load_equivalent(), wall)
+    out["cpu_s"] = round(cpu, 1)
+    return out
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes (mutmut and every fork it waited for)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _commit() -> str:
@@ -232,10 +241,10 @@ def render_md(results: dict[str, Any], equivalent: dict[str, dict[str, str]]) ->
             score = "-" if c["score"] is None else f"{100 * c['score']:.1f} %"
             lines.append(f"| {label} | {c['total']} | {c['killed']} | {c['timeout']} | {c['survived']} | "
                          f"{c['no tests']} | {other} | {c['equivalent']} | {score} |")
-    lines += ["", "| group | tests | wall time (s) | run | commit |", "|---|---|---|---|---|"]
+    lines += ["", "| group | tests | wall (s) | CPU (s) | run | commit |", "|---|---|---|---|---|---|"]
     for name, g in results["groups"].items():
-        lines.append(f"| {name} | {' '.join(f'`{t}`' for t in g['tests'])} | {g['wall_s']} | {g['date']}, {g['mode']} | "
-                     f"{g['commit']} |")
+        lines.append(f"| {name} | {' '.join(f'`{t}`' for t in g['tests'])} | {g['wall_s']} | {g.get('cpu_s', '-')} | "
+                     f"{g['date']}, {g['mode']} | {g['commit']} |")
     lines += ["", f"Machine: {results['machine']}.", "", "## Equivalent mutants", ""]
     for name, g in results["groups"].items():
         for mutant in g["equivalent"]:
