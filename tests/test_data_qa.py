@@ -123,16 +123,17 @@ def test_conflictqa_counts_and_dedup(conflictqa):
                                    "strategyQA-llama2-7b": 698, "strategyQA-palm2": 502, "strategyQA-qwen7b": 671,
                                    "strategyQA-vicuna7b": 559}
     assert st["read"] == 4497
-    assert st["dropped"] == {"empty_context": 0, "empty_answer": 0, "same_answer": 7, "duplicate_question": 2824}
-    assert st["kept"] == len(recs) == 1666 == st["read"] - 7 - 2824
-    # independent check: the number of distinct normalized questions among rows with a real conflict
+    assert st["dropped"] == {"empty_context": 0, "empty_answer": 0, "same_answer": 7, "truth_unclear": 193,
+                             "prior_wrong": 2768, "counter_true": 0, "duplicate_question": 493}
+    assert st["kept"] == len(recs) == 1036 == st["read"] - 7 - 193 - 2768 - 493
+    # independent check of the dedup: distinct normalized questions among rows that pass the per-row rules
     qs = set()
     for f in sorted((DATA / "conflictqa").glob("conflictQA-strategyQA-*.json")):
         for line in f.open():
             d = json.loads(line)
-            if normalize_text(d["counter_answer"]) != normalize_text(d["memory_answer"]):
+            if cqa_mod.rejection("strategyQA", d) is None:
                 qs.add(normalize_text(d["question"]))
-    assert len(qs) == 1666
+    assert len(qs) == 1036
     assert st["parts_missing"] == [] and st["parts_not_requested"] == ["popQA"] and "popQA" in st["note"]
     assert all(record_problems(r) == [] for r in recs)
 
@@ -147,7 +148,7 @@ def test_conflictqa_record_fields_and_order(conflictqa):
     assert r["context"].startswith("Recent studies have shown that the genetic legacy of Genghis Khan")
     # the correct answer is not always first, and the order is a function of (seed, id)
     counts = st["correct_index_counts"]
-    assert counts["0"] + counts["1"] == 1666 and 700 < counts["0"] < 966
+    assert counts["0"] + counts["1"] == 1036 and 418 < counts["0"] < 618
     again, _ = load_conflictqa(CONFLICTQA, seed=1234)
     assert again == recs
     other, _ = load_conflictqa({**CONFLICTQA, "max_records": 50}, seed=7)
@@ -182,7 +183,7 @@ def test_conflictqa_hub_code_path(tmp_path, monkeypatch):
                          "hf://datasets/osunlp/ConflictQA/conflictQA-strategyQA-qwen7b.json"]
     local, _ = load_conflictqa({**CONFLICTQA, "llms": ["palm2", "qwen7b"]})
     assert [r["id"] for r in recs] == [r["id"] for r in local]
-    assert recs[0]["meta"]["origin"] == "osunlp/ConflictQA/conflictQA-strategyQA-palm2.json:1"
+    assert recs[0]["meta"]["origin"] == "osunlp/ConflictQA/conflictQA-strategyQA-palm2.json:5"  # rows 1-4: wrong priors
 
 
 # ------------------------------------------------------------------------------------------------------- MuSiQue
@@ -244,5 +245,5 @@ def test_prepare_qa_script(tmp_path, monkeypatch):
     runpy.run_path(str(REPO_ROOT / "workflow" / "scripts" / "prepare_qa.py"), init_globals={"snakemake": smk})
     sys.stdout.flush()
     assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 20
-    assert json.loads((tmp_path / "c.stats.json").read_text())["kept"] == 1666
+    assert json.loads((tmp_path / "c.stats.json").read_text())["kept"] == 1036
     assert "conflictqa: read 4497" in (tmp_path / "c.log").read_text()

@@ -44,8 +44,8 @@ def test_chunked_equals_unchunked(chunk):
     bias = torch.randn(v, generator=g)
     ref = entropy.entropy_from_logits(hidden @ weight.T + bias)
     got = entropy.chunked_entropy(hidden, weight, bias, chunk=chunk)
-    assert got.shape == (n,) and got.dtype == torch.float32
-    assert torch.allclose(got, ref, atol=1e-5, rtol=0)
+    assert got.shape == (n,) and got.dtype == torch.float64
+    assert torch.allclose(got.float(), ref, atol=1e-5, rtol=0)
 
 
 def test_large_logits_and_bf16():
@@ -54,8 +54,32 @@ def test_large_logits_and_bf16():
     weight = torch.randn(777, 8, generator=g).to(torch.bfloat16)
     ref = entropy.entropy_from_logits(hidden.float() @ weight.float().T)
     got = entropy.chunked_entropy(hidden, weight, chunk=100)
-    assert got.dtype == torch.float32
-    assert torch.allclose(got, ref, atol=1e-4, rtol=0)
+    assert got.dtype == torch.float64
+    assert torch.allclose(got.float(), ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("vocab", [128_256, 151_936])
+def test_real_vocabulary_matches_float64_reference(vocab):
+    """Peaked hand-set distributions at the real vocabulary sizes: each row puts a set mass on one token and spreads
+    the rest uniformly, so its entropy is known in closed form; chunked over rows and vocabulary, float64 inside."""
+    from scipy.stats import entropy as scipy_entropy
+
+    d = 4
+    peaks = [0.999, 0.9, 0.5, 0.05]  # mass on the top token per row
+    hidden = torch.eye(d)  # row i reads weight column i: logits = weight[:, i]
+    weight = torch.zeros(vocab, d)
+    for i, q in enumerate(peaks):
+        # logit of the peak token: log(q (V-1) / (1-q)) relative to the others at 0
+        weight[(i * 7919) % vocab, i] = math.log(q * (vocab - 1) / (1 - q))
+    got = entropy.chunked_entropy(hidden, weight, chunk=16384, rows=3)
+    for i, _ in enumerate(peaks):
+        lg = float(weight[(i * 7919) % vocab, i])  # the float32-rounded logit actually stored
+        q = math.exp(lg) / (math.exp(lg) + vocab - 1)
+        closed = -(q * math.log(q) + (1 - q) * math.log((1 - q) / (vocab - 1)))
+        p = torch.softmax(weight[:, i].double(), 0).numpy()
+        # float64 accumulation: far inside the 1e-6 the probe needs (float32 sums are off by up to 3e-6 here)
+        assert float(got[i]) == pytest.approx(closed, abs=1e-9)
+        assert float(got[i]) == pytest.approx(float(scipy_entropy(p)), abs=1e-9)
 
 
 def test_shape_mismatch_raises():

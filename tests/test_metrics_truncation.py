@@ -59,3 +59,31 @@ def test_zero_memory_and_bad_energy():
     assert ranks.tolist() == [0] and torch.count_nonzero(out) == 0
     with pytest.raises(ValueError):
         truncation.truncate_energy(torch.zeros(1, 3, 4), 0.0)
+
+
+# ------------------------------------------------------------------------------------------ batch variant
+def test_energy_rank_hand_computed():
+    s = torch.tensor([3.0, 2.0, 1.0])  # energies 9, 4, 1 of 14: cumulative 0.6429, 0.9286, 1
+    assert [truncation.energy_rank(s, e) for e in (0.5, 0.6428, 0.6430, 0.9, 0.93, 1.0)] == [1, 1, 2, 2, 3, 3]
+    assert truncation.energy_rank(torch.zeros(3), 0.9) == 0
+    with pytest.raises(ValueError):
+        truncation.energy_rank(s, 0.0)
+
+
+def test_batch_projection_against_numpy_svd():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((12, 4)) @ rng.standard_normal((4, 30)) + 1e-3 * rng.standard_normal((12, 30))
+    x = torch.from_numpy(rows)
+    s, vh = truncation.batch_basis(x)
+    _, s_np, vh_np = np.linalg.svd(rows, full_matrices=False)
+    assert s.numpy() == pytest.approx(s_np, rel=1e-10)
+    k = truncation.energy_rank(s, 0.99)
+    assert k == 4  # four strong directions, the noise holds far less than 1 % of the energy
+    want = rows @ vh_np[:k].T @ vh_np[:k]
+    got = truncation.project(x, vh, k)
+    assert got.dtype == x.dtype and np.allclose(got.numpy(), want, atol=1e-5)
+    # projecting onto every direction returns the rows; onto none returns zeros
+    assert torch.allclose(truncation.project(x, vh, vh.shape[0]), x, atol=1e-5)
+    assert torch.count_nonzero(truncation.project(x, vh, 0)) == 0

@@ -4,6 +4,13 @@ Why it is built this way:
 - Chunks are cut in the tokens of the pipeline's chunk tokenizer and `text` is decoded from exactly L of them, so a
   segment is L tokens for that tokenizer, not "about L words". Within a document, chunks are consecutive and never
   overlap (neither segments nor continuations), so no training text is seen twice through an overlap.
+- A chunk is a WINDOW of the document, `text + continuation`: every compressor re-cuts it at exactly L of its own
+  tokens (model/collate.py Collator.window_split), the reconstruction target is that text and the continuation
+  starts right after it. So the window must hold L + min_continuation_tokens tokens of every model family's
+  tokenizer (`families`): a window too short for one family is dropped for all (counted per family), so every cell
+  trains and evaluates on the same chunks. The stats give, per family, how many chunk-tokenizer (decoder) tokens
+  its L-token segments span on the evaluation chunks: the effective ratio in decoder tokens per memory vector is
+  rho x `decoder_tokens_per_segment` / L.
 - The train/eval split is made per DOCUMENT from a hash of (seed, doc id): two chunks of one document can never
   land on both sides, and the split does not depend on the order of reading or on the train quota. An eval
   document gives at most `eval_chunks_per_doc` chunks (default 1, its first), so a few long pages cannot make up
@@ -92,9 +99,40 @@ def _batched(it: Iterable, n: int) -> Iterator[list]:
         yield batch
 
 
+class FamilyCheck:
+    """Whether a chunk window holds `need` tokens for every family tokenizer; counts the windows each one fails.
+
+    `tokenizers` maps a tokenizer source to (the families it stands for, the loaded tokenizer): families that share a
+    tokenizer are checked once.
+    """
+
+    def __init__(self, tokenizers: dict[str, tuple[list[str], Any]], need: int) -> None:
+        self.tokenizers, self.need = tokenizers, need
+        self.too_short = {fam: 0 for fams, _ in tokenizers.values() for fam in fams}
+        self.dropped = 0  # windows too short for at least one family
+
+    def keep(self, windows: list[str]) -> list[bool]:
+        ok = [True] * len(windows)
+        if not windows:
+            return ok
+        for fams, tok in self.tokenizers.values():
+            lens = [len(x) for x in tok(windows, add_special_tokens=False, verbose=False)["input_ids"]]
+            for i, n in enumerate(lens):
+                if n < self.need:  # counted under every family it is too short for
+                    ok[i] = False
+                    for fam in fams:
+                        self.too_short[fam] += 1
+        self.dropped += ok.count(False)
+        return ok
+
+
 def iter_chunked(docs: Iterable[tuple[str, str]], tokenizer: Any, segment_tokens: int, continuation_tokens: int,
-                 batch_docs: int = BATCH_DOCS) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """(doc_id, [(segment text, continuation text), ...]) per document; tokenizes and decodes in batches."""
+                 batch_docs: int = BATCH_DOCS,
+                 families: FamilyCheck | None = None) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """(doc_id, [(segment text, continuation text), ...]) per document; tokenizes and decodes in batches.
+
+    With `families`, a chunk whose window (text + continuation) is too short for some family is left out.
+    """
     for batch in _batched(docs, batch_docs):
         enc = tokenizer([t for _, t in batch], add_special_tokens=False, verbose=False)["input_ids"]
         pieces, spans = [], []
@@ -104,10 +142,12 @@ def iter_chunked(docs: Iterable[tuple[str, str]], tokenizer: Any, segment_tokens
             for a, b, c in sp:
                 pieces += [ids[a:b], ids[b:c]]
         texts = tokenizer.batch_decode(pieces, clean_up_tokenization_spaces=False) if pieces else []
+        pairs = [(texts[2 * i], texts[2 * i + 1]) for i in range(len(texts) // 2)]
+        keep = families.keep([a + b for a, b in pairs]) if families else [True] * len(pairs)
         k = 0
         for (doc_id, _), n in zip(batch, spans):
-            yield doc_id, [(texts[k + 2 * i], texts[k + 2 * i + 1]) for i in range(n)]
-            k += 2 * n
+            yield doc_id, [pairs[k + i] for i in range(n) if keep[k + i]]
+            k += n
 
 
 class ChunkSelector:
@@ -170,41 +210,87 @@ class ChunkSelector:
         return take
 
 
+def _family_tokenizers(families: dict[str, str] | None) -> dict[str, tuple[list[str], Any]]:
+    """{tokenizer source: (families, tokenizer)} of the `families` map {family: tokenizer source}."""
+    by_src: dict[str, list[str]] = {}
+    for fam, src in sorted((families or {}).items()):
+        by_src.setdefault(str(src), []).append(fam)
+    return {src: (fams, load_tokenizer(src)) for src, fams in by_src.items()}
+
+
+def family_stats(check: FamilyCheck | None, eval_records: list[dict], chunk_tok: Any, L: int) -> dict:
+    """Per family: windows dropped as too short, and on the eval chunks the chunk-tokenizer (decoder) tokens spanned
+    by its L-token segment (`decoder_tokens_per_segment`) and their ratio to L (`decoder_tokens_per_L`)."""
+    out: dict[str, dict] = {}
+    if check is None:
+        return out
+    for src, (fams, tok) in check.tokenizers.items():
+        spans, exact = [], 0
+        for r in eval_records:
+            ids = tok(r["text"] + r["continuation"], add_special_tokens=False)["input_ids"]
+            seg = tok.decode(ids[:L], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            exact += len(ids[:L]) == L
+            spans.append(len(chunk_tok(seg, add_special_tokens=False)["input_ids"]))
+        mean = sum(spans) / len(spans) if spans else None
+        for fam in fams:
+            out[fam] = {"tokenizer": src, "too_short_dropped": check.too_short[fam],
+                        "eval_segments_of_exactly_L": exact, "eval_segments": len(spans),
+                        "decoder_tokens_per_segment": mean,
+                        "decoder_tokens_per_L": None if mean is None else mean / L}
+    return out
+
+
 def prepare_fineweb(fw: dict, tokenizer: str, segment: dict, seed: int, out_train: str, out_eval: str,
-                    out_stats: str) -> dict:
+                    out_stats: str, families: dict[str, str] | None = None) -> dict:
     """Write train/eval chunk files (JSONL, schema "chunk") and a stats JSON; return the stats.
 
     `fw` is the `data.fineweb` config section, `tokenizer` a hub id or local tokenizer dir, `segment` the
-    `segment` section (max_segments concerns QA contexts and is not used here).
+    `segment` section (max_segments concerns QA contexts and is not used here), `families` {model family: its
+    tokenizer source}: every kept window holds L + min_continuation_tokens tokens of each.
     """
+    L, C = int(segment["segment_tokens"]), int(segment["continuation_tokens"])
+    tok = load_tokenizer(tokenizer)
+    sel = ChunkSelector(int(fw["train_contexts"]), int(fw["eval_contexts"]), seed, int(fw.get("min_chars", 200)),
+                        float(fw.get("eval_doc_fraction") or DEFAULT_EVAL_DOC_FRACTION),
+                        int(fw.get("eval_chunks_per_doc") or DEFAULT_EVAL_CHUNKS_PER_DOC))
+    check = FamilyCheck(_family_tokenizers(families), L + min(C, MIN_CONTINUATION_TOKENS)) if families else None
+    errors = ErrorLog(f"fineweb source {fw['path']}")
+    n_train = write_records(out_train, _train_records(fw, tok, L, C, sel, check, errors), kind="chunk")
+    n_eval = write_records(out_eval, sel.eval_records, kind="chunk")
+    stats = _stats(fw, tokenizer, tok, L, C, seed, sel, n_train, n_eval)
+    stats["family_short_dropped"] = check.dropped if check else 0
+    stats["families"] = family_stats(check, sel.eval_records, tok, L)
+    if not sel.done:
+        log.warning("fineweb: source exhausted before quotas were met: train %d/%d, eval %d/%d",
+                    n_train, sel.train_quota, n_eval, sel.eval_quota)
+    log.info("fineweb: %s", {k: stats[k] for k in ("docs_read", "chunks_made", "train", "eval")})
+    write_json(out_stats, stats)
+    return stats
+
+
+def _train_records(fw: dict, tok: Any, L: int, C: int, sel: ChunkSelector, check: FamilyCheck | None,
+                   errors: ErrorLog) -> Iterator[dict]:
+    """The training records in reading order (eval records stay in `sel`), until both quotas are met."""
     from tqdm import tqdm
 
-    L, C = int(segment["segment_tokens"]), int(segment["continuation_tokens"])
-    frac = float(fw.get("eval_doc_fraction") or DEFAULT_EVAL_DOC_FRACTION)
-    min_chars = int(fw.get("min_chars", 200))
-    tok = load_tokenizer(tokenizer)
-    per_doc = int(fw.get("eval_chunks_per_doc") or DEFAULT_EVAL_CHUNKS_PER_DOC)
-    sel = ChunkSelector(int(fw["train_contexts"]), int(fw["eval_contexts"]), seed, min_chars, frac, per_doc)
-    errors = ErrorLog(f"fineweb source {fw['path']}")
+    bar = tqdm(total=sel.train_quota + sel.eval_quota, unit="chunk", desc="fineweb chunks", file=sys.stderr,
+               mininterval=10, dynamic_ncols=True)
+    try:
+        for doc_id, chunks in iter_chunked(iter_documents(fw, errors), tok, L, C, families=check):
+            before = len(sel.eval_records)
+            out = sel.add(doc_id, chunks)
+            bar.update(len(out) + len(sel.eval_records) - before)
+            yield from out
+            if sel.done:
+                break
+    finally:
+        bar.close()
+    errors.raise_if_any()
 
-    def train_records() -> Iterator[dict]:
-        bar = tqdm(total=sel.train_quota + sel.eval_quota, unit="chunk", desc="fineweb chunks", file=sys.stderr,
-                   mininterval=10, dynamic_ncols=True)
-        try:
-            for doc_id, chunks in iter_chunked(iter_documents(fw, errors), tok, L, C):
-                before = len(sel.eval_records)
-                out = sel.add(doc_id, chunks)
-                bar.update(len(out) + len(sel.eval_records) - before)
-                yield from out
-                if sel.done:
-                    break
-        finally:
-            bar.close()
-        errors.raise_if_any()
 
-    n_train = write_records(out_train, train_records(), kind="chunk")
-    n_eval = write_records(out_eval, sel.eval_records, kind="chunk")
-    stats = {
+def _stats(fw: dict, tokenizer: str, tok: Any, L: int, C: int, seed: int, sel: ChunkSelector, n_train: int,
+           n_eval: int) -> dict:
+    return {
         "dataset": "fineweb",
         "source": {"source": fw["source"], "path": fw["path"], "name": fw.get("name"),
                    "split": fw.get("split") or "train", "text_field": fw.get("text_field") or "text"},
@@ -213,10 +299,10 @@ def prepare_fineweb(fw: dict, tokenizer: str, segment: dict, seed: int, out_trai
         "segment_tokens": L,
         "continuation_tokens": C,
         "min_continuation_tokens": min(C, MIN_CONTINUATION_TOKENS),
-        "min_chars": min_chars,
+        "min_chars": sel.min_chars,
         "seed": seed,
-        "eval_doc_fraction": frac,
-        "eval_chunks_per_doc": per_doc,
+        "eval_doc_fraction": sel.eval_fraction,
+        "eval_chunks_per_doc": sel.eval_chunks_per_doc,
         **sel.counts,
         "train": n_train,
         "eval": n_eval,
@@ -228,6 +314,8 @@ def prepare_fineweb(fw: dict, tokenizer: str, segment: dict, seed: int, out_trai
         "rules": {
             "chunking": "consecutive non-overlapping [L segment | up to C continuation] token windows; a chunk needs "
                         "L + min_continuation_tokens tokens",
+            "families": "a window (segment + continuation) needs L + min_continuation_tokens tokens of every model "
+                        "family's tokenizer, which re-cuts it at L of its own tokens",
             "near_empty": "segment text shorter than min_chars characters (after strip), or empty continuation",
             "duplicates": "exact duplicate of an earlier kept segment after lowercasing and whitespace collapsing",
             "split": "document goes to eval when sha256(seed, doc_id) < eval_doc_fraction and eval is not yet full, "
@@ -236,9 +324,3 @@ def prepare_fineweb(fw: dict, tokenizer: str, segment: dict, seed: int, out_trai
         },
         "provenance": provenance(),
     }
-    if not sel.done:
-        log.warning("fineweb: source exhausted before quotas were met: train %d/%d, eval %d/%d",
-                    n_train, sel.train_quota, n_eval, sel.eval_quota)
-    log.info("fineweb: %s", {k: stats[k] for k in ("docs_read", "chunks_made", "train", "eval")})
-    write_json(out_stats, stats)
-    return stats

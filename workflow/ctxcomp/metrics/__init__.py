@@ -12,7 +12,8 @@ _WHERE = {
     "correlate": "correlation", "post_peak": "correlation", "post_peak_mask": "correlation",
     "chunked_entropy": "entropy", "entropy_from_logits": "entropy",
     "effective_rank": "erank", "erank_from_singular_values": "erank", "singular_values": "erank",
-    "ABSTENTIONS": "qa", "accuracy": "qa", "drift_correct": "qa", "exact_match": "qa", "f1": "qa",
+    "ABSTENTIONS": "qa", "ABSTENTION_PHRASES": "qa", "accuracy": "qa", "contains_answer": "qa",
+    "drift_correct": "qa", "exact_match": "qa", "f1": "qa",
     "is_abstention": "qa", "max_over_golds": "qa", "normalize_answer": "qa",
     "truncate_energy": "truncation",
 }
@@ -25,7 +26,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ABSTENTIONS", "accuracy", "chunked_entropy", "correlate", "corpus_bleu", "drift_correct", "effective_rank",
+    "ABSTENTIONS", "ABSTENTION_PHRASES", "accuracy", "chunked_entropy", "contains_answer", "correlate",
+    "corpus_bleu", "drift_correct", "effective_rank",
     "entropy_from_logits", "erank_from_singular_values", "exact_match", "f1", "is_abstention", "max_over_golds",
     "normalize_answer", "post_peak", "post_peak_mask", "sentence_bleu", "singular_values", "truncate_energy",
 ]

@@ -4,12 +4,21 @@ What L means: a segment is the first L tokens of the text under the COMPRESSOR's
 has one, which is not counted). The reconstruction target is that same span of text, decoded back to a string and
 re-tokenized by the DECODER's tokenizer, followed by the decoder's EOS; the continuation target is the following
 text, cut to `continuation_tokens` decoder tokens.
+
+A training/evaluation chunk is a window of a document, `text` + `continuation` (cut by data/fineweb.py in the
+chunk tokenizer's tokens). Each compressor re-cuts that window in ITS OWN tokens (`window_split`): it reads exactly
+L of them, the reconstruction target is exactly their text and the continuation starts right after it, whatever
+family the chunk tokenizer was. Every decode uses clean_up_tokenization_spaces=False (CLEAN_UP), as data/fineweb.py
+and the reconstruction hypotheses do, so the BLEU reference is exactly the text the compressor read.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import torch
+
+#: The one clean_up_tokenization_spaces choice for every decode of the pipeline (no " ." -> "." rewriting).
+CLEAN_UP = False
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +70,23 @@ class Collator:
         return ([bos] if bos is not None else []) + list(seg)
 
     def segment_text(self, seg: list[int]) -> str:
-        return self.comp_tok.decode(seg, skip_special_tokens=True)
+        return self.comp_tok.decode(seg, skip_special_tokens=True, clean_up_tokenization_spaces=CLEAN_UP)
+
+    def window_split(self, text: str, continuation: str = "") -> tuple[list[int], str, str]:
+        """(the window's first L compressor tokens, their text, the text right after them).
+
+        The window is `text + continuation`. For a lossless (byte-level) tokenizer the decoded segment is a prefix
+        of the window and the rest is the window after it; otherwise the rest is decoded from the remaining ids.
+        """
+        window = text + continuation
+        ids = self.comp_tok(window, add_special_tokens=False)["input_ids"]
+        seg = ids[: self.L]
+        seg_text = self.segment_text(seg)
+        if window.startswith(seg_text):
+            rest = window[len(seg_text):]
+        else:
+            rest = self.comp_tok.decode(ids[self.L:], skip_special_tokens=True, clean_up_tokenization_spaces=CLEAN_UP)
+        return seg, seg_text, rest
 
     def dec_ids(self, text: str, limit: int, eos: bool) -> list[int]:
         ids = self.dec_tok(text, add_special_tokens=False)["input_ids"][:limit]
@@ -72,12 +97,12 @@ class Collator:
 
     # ------------------------------------------------------------------------------------------------- batch
     def __call__(self, records: Sequence[dict]) -> dict[str, Any]:
-        segs = [self.comp_segments(r["text"])[0] for r in records]
-        seg_texts = [self.segment_text(s) for s in segs]
+        splits = [self.window_split(r["text"], r.get("continuation", "")) for r in records]
+        segs, seg_texts = [s for s, _, _ in splits], [t for _, t, _ in splits]
         comp_ids, comp_mask = self.compressor_tensors(segs)
         re_ids, re_mask = right_pad([self.dec_ids(t, self.max_recon, eos=True) for t in seg_texts],
                                     pad_id_of(self.dec_tok))
-        nt_ids, nt_mask = right_pad([self.dec_ids(r.get("continuation", ""), self.C, eos=False) for r in records],
+        nt_ids, nt_mask = right_pad([self.dec_ids(rest, self.C, eos=False) for _, _, rest in splits],
                                     pad_id_of(self.dec_tok))
         return {
             "comp_ids": comp_ids, "comp_mask": comp_mask,

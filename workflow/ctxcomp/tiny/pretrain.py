@@ -1,6 +1,8 @@
 """Brief language-model pretraining of the tiny base models on the shipped corpus.
 
 The frozen decoder must be a language model, not noise, or "reconstruct from memory" has nothing to build on.
+Every decoder prefix of the pipeline starts with BOS (for a tokenizer that has one), so every pretraining window
+does too (`windows`): a model that never saw BOS as an input would meet an unknown first token in every prefix.
 """
 from __future__ import annotations
 
@@ -26,6 +28,16 @@ def token_stream(corpus: str | Path, tokenizer) -> "torch.Tensor":
     return torch.tensor(flat, dtype=torch.long)
 
 
+def windows(stream: "torch.Tensor", starts: list[int], seq_len: int, bos_id: int | None) -> "torch.Tensor":
+    """(B, seq_len) training windows: [BOS] + seq_len - 1 stream tokens from each start (no BOS: seq_len tokens)."""
+    import torch
+
+    if bos_id is None:
+        return torch.stack([stream[s : s + seq_len] for s in starts])
+    bos = torch.tensor([bos_id], dtype=stream.dtype)
+    return torch.stack([torch.cat([bos, stream[s : s + seq_len - 1]]) for s in starts])
+
+
 def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: int, seq_len: int = 96,
              batch_size: int = 16, lr: float = 3e-3) -> dict:
     import torch
@@ -44,7 +56,7 @@ def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: in
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr, warmup_steps=max(1, steps // 20), max_steps=steps, min_lr_ratio=0.1)
         starts = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=gen)
-        batch = torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+        batch = windows(stream, starts.tolist(), seq_len, tok.bos_token_id)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -58,6 +70,7 @@ def pretrain(spec: dict, tokenizer_dir: str, corpus: str, out_dir: str, seed: in
         "steps": steps,
         "params": n_params,
         "tokens_seen": steps * batch_size * seq_len,
+        "bos_initial_windows": tok.bos_token_id is not None,
         "loss_first": history[0],
         "loss_last_10": sum(history[-10:]) / len(history[-10:]),
         "wall_s": time.time() - t0,

@@ -32,13 +32,32 @@ BUCKET_CPU = 5_000_000
 def ds_config(settings: dict, world_size: int, device_type: str) -> dict[str, Any]:
     """DeepSpeed config for `world_size` data-parallel ranks on `device_type` ("cuda" or "cpu")."""
     tr = settings["train"]
-    ds = dict(settings["compressor"].get("deepspeed") or {})
-    stage = int(ds.get("zero_stage", 2))
     micro = int(tr["micro_batch_size"])
     accum = accumulation_steps(settings, world_size)
     gpu = device_type == "cuda"
-    bucket = BUCKET_GPU if gpu else BUCKET_CPU
+    zero = zero_section(settings, gpu)
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": micro * accum * world_size,
+        "gradient_clipping": float(tr.get("grad_clip", 0.0)),
+        "zero_optimization": zero,
+        "bf16": {"enabled": gpu},
+        "fp16": {"enabled": False},
+        "optimizer": optimizer_section(tr),
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if "offload_optimizer" in zero:
+        cfg["zero_force_ds_cpu_optimizer"] = False
+    return cfg
 
+
+def zero_section(settings: dict, gpu: bool) -> dict[str, Any]:
+    """`zero_optimization`: the compressor's stage and offload (models.<name>.deepspeed), buckets per device."""
+    ds = dict(settings["compressor"].get("deepspeed") or {})
+    stage = int(ds.get("zero_stage", 2))
+    bucket = BUCKET_GPU if gpu else BUCKET_CPU
     zero: dict[str, Any] = {
         "stage": stage,
         "overlap_comm": gpu and stage > 0,
@@ -56,40 +75,28 @@ def ds_config(settings: dict, world_size: int, device_type: str) -> dict[str, An
             # the final model is written from a gathered copy (ctxcomp.train.ds_engine.export_state)
             "stage3_gather_16bit_weights_on_model_save": True,
         })
-    offload_optimizer = bool(ds.get("offload_optimizer")) and stage > 0
-    offload_param = bool(ds.get("offload_param")) and stage == 3
     if ds.get("offload_param") and stage != 3:
         raise ValueError(f"compressor {settings['compressor'].get('name')!r}: offload_param needs zero_stage 3 "
                          f"(got {stage})")
-    if offload_optimizer:
+    if ds.get("offload_optimizer") and stage > 0:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": gpu}
-    if offload_param:
+    if ds.get("offload_param") and stage == 3:
         zero["offload_param"] = {"device": "cpu", "pin_memory": gpu}
+    return zero
 
-    cfg: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": accum,
-        "train_batch_size": micro * accum * world_size,
-        "gradient_clipping": float(tr.get("grad_clip", 0.0)),
-        "zero_optimization": zero,
-        "bf16": {"enabled": gpu},
-        "fp16": {"enabled": False},
-        "optimizer": {
-            "type": "AdamW",
-            "params": {
-                "lr": float(tr["lr"]),
-                "betas": [float(b) for b in tr.get("adam_betas", (0.9, 0.95))],
-                "eps": 1e-8,
-                "weight_decay": float(tr.get("weight_decay", 0.0)),
-                "torch_adam": True,
-            },
+
+def optimizer_section(tr: dict) -> dict[str, Any]:
+    """AdamW (torch's, see the module docstring) with the cell's hyper-parameters; the loop sets the lr per step."""
+    return {
+        "type": "AdamW",
+        "params": {
+            "lr": float(tr["lr"]),
+            "betas": [float(b) for b in tr.get("adam_betas", (0.9, 0.95))],
+            "eps": 1e-8,
+            "weight_decay": float(tr.get("weight_decay", 0.0)),
+            "torch_adam": True,
         },
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
     }
-    if offload_optimizer:
-        cfg["zero_force_ds_cpu_optimizer"] = False
-    return cfg
 
 
 def write_config(cfg: dict, path: str | Path) -> Path:

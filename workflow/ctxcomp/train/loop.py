@@ -34,7 +34,7 @@ from ..model.collate import Collator, to_device
 from ..model.load import build_for_training, pick_device, pick_dtype, save_trained, save_weights
 from . import checkpoint as ckpt
 from .data import JsonlIndex, batch_indices, rank_slice
-from .engine import make_engine
+from .engine import choose_engine, make_engine
 from .schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,8 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(self.device)
         self.dtype = pick_dtype(self.device)
-        model, self.comp_tok, self.dec_tok = build_for_training(settings, self.device, self.dtype)
+        model, self.comp_tok, self.dec_tok = build_for_training(settings, self.device, self.dtype,
+                                                                engine=choose_engine(settings, engine))
         seg = settings["segment"]
         self.collate = Collator(self.comp_tok, self.dec_tok, seg["segment_tokens"], seg["continuation_tokens"])
         self.data = JsonlIndex(train_path)
