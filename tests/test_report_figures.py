@@ -220,3 +220,81 @@ def test_few_points_give_nan_correlations(tmp_path):
 @pytest.mark.parametrize("name", figures.FIGURES)
 def test_figure_names_match_workflow(name):
     assert name in rf.FIGURES
+
+
+def _iqr_by_hand(x, resamples, seed):
+    """The percentile bootstrap at 50 %, written out: scipy's draws (integers(0, n, (R, n)) from the seeded
+    generator), the mean of each resample, and the 25th / 75th percentiles of those means."""
+    x = np.asarray(x, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(x), (resamples, len(x)))
+    return tuple(np.percentile(x[idx].mean(axis=1), [25, 75]))
+
+
+def test_accuracy_iqr_by_hand():
+    rows = ([{"step": 40, "task": "ko_a", "correct": c} for c in (True, False, True, True, False, True)]
+            + [{"step": 20, "task": "ko_a", "correct": c} for c in (True, False)]        # two questions: a band
+            + [{"step": 30, "task": "ko_a", "correct": True} for _ in range(3)]         # all right: no spread
+            + [{"step": 10, "task": "ko_a", "correct": False}]                            # one question
+            + [{"step": 20, "task": "ko_b", "correct": True} for _ in range(5)])         # another task
+    got = figures.accuracy_iqr(pd.DataFrame(rows), "ko_a", resamples=300, seed=5)
+    assert list(got.columns) == ["step", "accuracy", "q25", "q75", "n_questions"]
+    assert got["step"].tolist() == [10, 20, 30, 40] and got["n_questions"].tolist() == [1, 2, 3, 6]
+    assert got["accuracy"].tolist() == pytest.approx([0.0, 0.5, 1.0, 4 / 6])
+    assert (got.at[0, "q25"], got.at[0, "q75"]) == (0.0, 0.0)
+    assert (got.at[2, "q25"], got.at[2, "q75"]) == (1.0, 1.0)
+    assert (got.at[1, "q25"], got.at[1, "q75"]) == pytest.approx(_iqr_by_hand([1, 0], 300, 5), abs=1e-12)
+    assert (got.at[3, "q25"], got.at[3, "q75"]) == pytest.approx(_iqr_by_hand([1, 0, 1, 1, 0, 1], 300, 5), abs=1e-12)
+    many = [bool(v) for v in np.random.default_rng(0).random(41) < 0.6]  # a step whose band depends on the draws
+    rows += [{"step": 50, "task": "ko_a", "correct": c} for c in many]
+    for seed in (5, 6):  # few resamples: the quartiles of 0/1 means then differ between seeds
+        band = figures.accuracy_iqr(pd.DataFrame(rows), "ko_a", resamples=30, seed=seed).iloc[-1]
+        assert (band["q25"], band["q75"]) == pytest.approx(_iqr_by_hand(many, 30, seed), abs=1e-12)
+    assert _iqr_by_hand(many, 30, 5) != _iqr_by_hand(many, 30, 6)
+    default = figures.accuracy_iqr(pd.DataFrame(rows), "ko_a")  # BAND_RESAMPLES resamples, BAND_SEED
+    assert default.at[3, "q75"] == pytest.approx(
+        _iqr_by_hand([1, 0, 1, 1, 0, 1], figures.BAND_RESAMPLES, figures.BAND_SEED)[1], abs=1e-12)
+    empty = figures.accuracy_iqr(None, "ko_a")
+    assert empty.empty and list(empty.columns) == ["step", "accuracy", "q25", "q75", "n_questions"]
+
+
+def test_default_panel_ratio():
+    assert figures.default_panel_ratio([4, 16, 32]) == 16
+    assert figures.default_panel_ratio([4, 8, 16]) == 16                  # the paper's 16x even when not the middle
+    assert figures.default_panel_ratio([32, 4, 8, 64]) == 32              # else the middle one, in sorted order
+    assert figures.default_panel_ratio([8, 4, 4]) == 8
+    assert figures.default_panel_ratio([]) is None
+
+
+def test_corr_row_and_label():
+    res = correlate([1, 2, 3, 4], [1, 3, 2, 4])
+    row = figures.corr_row("figX", "a", "b", "subset s", res)
+    assert row == {"figure": "figX", "x": "a", "y": "b", "subset": "subset s", "cell": None, "source": None,
+                   "task": None, **{k: res[k] for k in ("n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p")}}
+    assert figures.corr_row("figX", "a", "b", "s", res, cell="c", task="t")["cell"] == "c"
+    assert figures.corr_label(correlate([1, 2, 3], [4, 4, 4]), "KO") == "KO: r undefined (constant values) (n=3)"
+    assert figures.corr_label(correlate([1, 2], [4, 5])) == "n too small (n=2)"
+
+
+def test_correlation_tables_say_what_was_correlated(run):
+    ed = collect.load_entropy_drift(run["out"], run["cells"], run["models"])
+    c = figures.fig4c_entropy_drift(ed).correlations
+    assert list(c.columns) == list(figures.CORR_COLUMNS)
+    assert set(c["figure"]) == {"fig4c_entropy_drift"} and set(c["x"]) == {"entropy"}
+    assert set(c["y"]) == {"drift_accuracy"} and c["task"].isna().all()
+    assert set(c["subset"]) == {"cell", "cell, source", "all cells pooled"}
+    files = collect.DynamicsFiles.of_run(run["out"], run["dynamics_cell"])
+    c3 = figures.fig3c_erank_ko(collect.load_dynamics(files), None, run["dynamics_cell"]).correlations
+    assert c3[["figure", "x", "y", "subset", "cell", "task"]].values.tolist() == [
+        ["fig3c_erank_ko", "erank", t, "post-peak checkpoints", run["dynamics_cell"], t] for t in collect.KO_TASKS]
+    assert c3["source"].isna().all()
+
+
+def test_size_axis_is_logarithmic_in_billions():
+    probes = pd.DataFrame({"cell": ["d/a/r4", "d/b/r4"], "family": ["F", "F"], "ratio": [4, 4], "size": ["a", "b"],
+                           "params_b": [0.5, 1.0], "erank": [2.0, 3.0]})
+    ax = figures.fig3a_erank_size(probes).fig.axes[0]
+    assert ax.get_xscale() == "log"  # also for compressors below one billion parameters
+    assert ax.xaxis.get_major_formatter()(4.0, 0) == "4" and ax.xaxis.get_minor_formatter()(0.6, 0) == "0.6"
+    assert ax.get_xlabel() == "compressor parameters (billions, log scale)"
+    unknown = probes.assign(params_b=[0.0, math.nan])  # no positive size: nothing to put on a log axis
+    assert figures.fig3a_erank_size(unknown).fig.axes[0].get_xscale() == "linear"

@@ -84,3 +84,13 @@ def test_missing_rows_give_nan():
     assert math.isnan(paired.paired_delta(_ko([True]), pd.DataFrame({"id": ["q0"]}), "ko_x")["delta"])
     no_text = pd.DataFrame({"id": [0, 1], "sentence_bleu": [0.1, 0.2]})
     assert math.isnan(paired.paired_delta(no_text, no_text, "recon_fineweb")["delta"])
+
+
+def test_no_interval_without_two_shared_items_says_how_many():
+    a, b = _ko([True, False], ["q0", "q1"]), _ko([True], ["q1"])
+    got = paired.paired_delta(a, b, "ko_x")
+    assert set(got) == {"delta", "ci_low", "ci_high", "n"} and got["n"] == 1
+    assert all(math.isnan(got[k]) for k in ("delta", "ci_low", "ci_high"))
+    assert paired.paired_delta(None, b, "ko_x")["n"] == 0
+    nothing = paired.bleu_delta(pd.DataFrame({"id": [0], "hypothesis": ["a"]}), pd.DataFrame({"id": [0]}))
+    assert nothing["n"] == 0 and math.isnan(nothing["ci_high"])

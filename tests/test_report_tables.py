@@ -409,3 +409,57 @@ def test_lora_control_table_layout(run):
     assert csv.at["ko_faitheval", "lora_ci_low"] == pytest.approx(rf.stored_value(lora, "ko_faitheval") - rf.CI_HALF)
     assert (csv["ratio"] == 16).all() and (csv["size"] == "4B").all() and (csv["family"] == "Qwen3").all()
     assert csv.index.tolist() == list(collect.TASKS)
+
+
+def test_add_best_deltas_per_group_against_stored_values(run):
+    ev = collect.load_eval(run["out"], run["cells"], run["models"])
+    ev.index = [f"row{i}" for i in range(len(ev))]  # a frame with its own index: the result is positional
+    out = compare.add_best_deltas(ev, collect.TASKS, ["family", "ratio"],
+                                  lambda c, t: collect.load_samples(run["out"], c, t))
+    assert out.index.tolist() == list(range(len(ev))) and "index" not in out.columns
+    out = out.set_index("cell")
+    for task in collect.TASKS:
+        for fam in (("qwen-s", "qwen-l"), ("llama-s", "llama-l")):
+            for r in rf.RATIOS:
+                cells = [f"dec/{c}/r{r}" for c in fam if f"dec/{c}/r{r}" != rf.MISSING]
+                score = {c: stored(c, task) for c in cells}
+                top = max(score.values())
+                for c in cells:
+                    assert bool(out.at[c, f"{task}_best"]) == (score[c] == top), (c, task)
+                    assert out.at[c, f"{task}_delta"] == pytest.approx(score[c] - top), (c, task)
+                    if score[c] == top:
+                        assert (out.at[c, f"{task}_delta_ci_low"], out.at[c, f"{task}_delta_ci_high"]) == (0, 0)
+    assert not out.loc[rf.MISSING, [f"{t}_best" for t in collect.TASKS]].any()
+    assert out.loc[rf.MISSING, [f"{t}_delta_ci_low" for t in collect.TASKS]].isna().all()
+    # a non-best entry: the paired interval of its difference to its group's best, by a normal approximation
+    a, b = "dec/qwen-l/r4", "dec/qwen-s/r4"
+    d = np.array(rf.correct_flags(a, "ko_faitheval", rf.N_ITEMS), float) - np.array(
+        rf.correct_flags(b, "ko_faitheval", rf.N_ITEMS), float)
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert out.at[a, "ko_faitheval_delta_ci_low"] == pytest.approx(d.mean() - 1.96 * se, abs=0.015)
+    assert out.at[a, "ko_faitheval_delta_ci_high"] == pytest.approx(d.mean() + 1.96 * se, abs=0.015)
+
+
+def test_bootstrap_settings_come_from_each_result_file(run):
+    """The paired intervals use the resamples and seed the LoRA cell's own result file names (not the defaults,
+    and not those of its twin)."""
+    from ctxcomp.report import paired
+
+    lora, full = rf.LORA_PAIRS[0]
+    ev = collect.load_eval(run["out"], [full, lora], run["models"])  # the twin first: positions must not matter
+    ev["ko_faitheval_resamples"] = pd.array([900, 300], dtype="Int64")
+    ev["ko_faitheval_seed"] = pd.array([1, 77], dtype="Int64")
+    samples = lambda c, t: collect.load_samples(run["out"], c, t)  # noqa: E731
+    frame = compare.lora_control_frame(ev, rf.LORA_PAIRS, ["ko_faitheval"], collect.TASK_LABELS, samples)
+    want = paired.accuracy_delta(samples(lora, "ko_faitheval"), samples(full, "ko_faitheval"), "ko_faitheval",
+                                 resamples=300, seed=77)
+    assert (frame.at[0, "delta_ci_low"], frame.at[0, "delta_ci_high"]) == (want["ci_low"], want["ci_high"])
+    default = paired.accuracy_delta(samples(lora, "ko_faitheval"), samples(full, "ko_faitheval"), "ko_faitheval")
+    assert (want["ci_low"], want["ci_high"]) != (default["ci_low"], default["ci_high"])
+    deltas = compare.add_best_deltas(ev, ["ko_faitheval"], ["family", "ratio"], samples).set_index("cell")
+    worse = lora if rf.stored_value(lora, "ko_faitheval") < rf.stored_value(full, "ko_faitheval") else full
+    seed, res = (77, 300) if worse == lora else (1, 900)
+    other = full if worse == lora else lora
+    want = paired.accuracy_delta(samples(worse, "ko_faitheval"), samples(other, "ko_faitheval"), "ko_faitheval",
+                                 resamples=res, seed=seed)
+    assert deltas.at[worse, "ko_faitheval_delta_ci_low"] == want["ci_low"]

@@ -1,0 +1,61 @@
+"""The report index on hand-made inputs: file sizes and hashes against hashlib, every provenance row as written."""
+import hashlib
+
+import pandas as pd
+
+from ctxcomp.report import index
+
+PROV = pd.DataFrame([
+    {"cell": "d/a/r4", "file": "eval/ko_faitheval.json", "settings_hash": "abcdef0123456789ffff",
+     "commit": "1234567890abcdef9999", "dirty": True},
+    {"cell": "d/a/r4", "file": "probes/probes.json", "settings_hash": "", "commit": "fedcba9876543210aaaa",
+     "dirty": False},
+    {"cell": "d/b/r16", "file": None, "settings_hash": None, "commit": None, "dirty": None},
+])
+
+
+def test_sha256_and_artifact_rows(tmp_path):
+    big = tmp_path / "report" / "fig.png"
+    big.parent.mkdir()
+    blob = bytes(range(256)) * 5000  # more than one 1 MiB block
+    big.write_bytes(blob)
+    assert index.sha256_file(big) == hashlib.sha256(blob).hexdigest()
+    small = tmp_path / "report" / "t.md"
+    small.write_text("x\n")
+    rows = index.artifact_rows(tmp_path, [big, str(small)])
+    assert rows == [{"path": "report/fig.png", "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()[:12]},
+                    {"path": "report/t.md", "bytes": 2, "sha256": hashlib.sha256(b"x\n").hexdigest()[:12]}]
+
+
+def test_render_index_lines(tmp_path):
+    art = tmp_path / "report" / "table2.md"
+    art.parent.mkdir()
+    art.write_text("t\n")
+    text = index.render_index("Main report", tmp_path, [art], "cfg123", PROV,
+                              commit={"commit": "c0ffee", "dirty": True})
+    lines = text.splitlines()
+    assert lines[:6] == ["# Main report", "", f"- Results directory: `{tmp_path.as_posix()}`",
+                         "- Config hash: `cfg123`", "- Report commit: `c0ffee` (uncommitted changes in the work tree)",
+                         ""]
+    sha = hashlib.sha256(b"t\n").hexdigest()[:12]
+    assert "| path | bytes | sha256 |" in lines and f"| `report/table2.md` | 2 | `{sha}` |" in lines
+    assert "| `d/a/r4` | `eval/ko_faitheval.json` | `abcdef012345` | `1234567890ab` (dirty) |" in lines
+    assert "| `d/a/r4` | `probes/probes.json` | `—` | `fedcba987654` |" in lines
+    assert "| `d/b/r16` | (no result files) | `—` | `—` |" in lines
+    assert lines[-1] == "Note: results come from 2 different commits." and text.endswith("\n")
+    clean = index.render_index("T", tmp_path, [], "h", PROV.iloc[:1], commit={"commit": "c1", "dirty": False})
+    assert "- Report commit: `c1`" in clean.splitlines() and "Note:" not in clean
+    none = index.render_index("T", tmp_path, [], "h", pd.DataFrame(), commit={})
+    assert "- Report commit: `unknown`" in none and none.rstrip().endswith("No result files with provenance were found.")
+    nan_hash = index.render_index("T", tmp_path, [], "h", PROV.iloc[:1].assign(settings_hash=float("nan")),
+                                  commit={"commit": "c"})
+    assert "| `—` |" in nan_hash
+
+
+def test_write_index(tmp_path):
+    path = tmp_path / "report" / "index.md"
+    path.parent.mkdir()
+    got = index.write_index(path, "Decoder ablation report", tmp_path, [], "h9", PROV)
+    assert got == path and path.read_text(encoding="utf-8").startswith("# Decoder ablation report\n")
+    assert "`h9`" in path.read_text() and "—" in path.read_text(encoding="utf-8")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["index.md"]  # no temporary left
