@@ -463,3 +463,90 @@ def test_bootstrap_settings_come_from_each_result_file(run):
     want = paired.accuracy_delta(samples(worse, "ko_faitheval"), samples(other, "ko_faitheval"), "ko_faitheval",
                                  resamples=res, seed=seed)
     assert deltas.at[worse, "ko_faitheval_delta_ci_low"] == want["ci_low"]
+
+
+def test_task_columns_and_fields_spec():
+    """Table 2's columns, written out: header, two decimals, the interval, and the marks each column can carry
+    (README: ≈ every column, † every column, ‡ and § knowledge overwriting only); without comparison no ≈."""
+    ko, other = ("tie", "shuffled_z", "no_memory", "chance"), ("tie", "shuffled_z")
+    want = [tables.Col("recon_fineweb", "Reconstr.", 2, True, True, other),
+            tables.Col("ko_faitheval", "KO FaithEval", 2, True, True, ko),
+            tables.Col("ko_conflictqa", "KO ConflictQA", 2, True, True, ko),
+            tables.Col("sd_fineweb", "SD FineWeb", 2, True, True, other),
+            tables.Col("sd_faitheval", "SD FaithEval", 2, True, True, other)]
+    assert list(tables.task_cols()) == want == list(tables.TASK_COLS)
+    plain = tables.task_cols(["ko_faitheval", "sd_fineweb"], compare=False)
+    assert plain == (tables.Col("ko_faitheval", "KO FaithEval", 2, False, True, ko[1:]),
+                     tables.Col("sd_fineweb", "SD FineWeb", 2, False, True, other[1:]))
+    ctl = ("value", "ci_low", "ci_high", "diff_ci_low", "diff_ci_high", "distinguishable")
+    assert collect.fields_of("ko_conflictqa") == (
+        "n", "ci_low", "ci_high", *(f"shuffled_z_{f}" for f in ctl), *(f"no_memory_{f}" for f in ctl),
+        "chance", "above_chance", "norm", "norm_ci_low", "norm_ci_high", "resamples", "seed")
+    assert collect.fields_of("sd_faitheval") == ("n", "ci_low", "ci_high", *(f"shuffled_z_{f}" for f in ctl),
+                                                 "resamples", "seed")
+
+
+def _lora_frame(intervals):
+    rows = []
+    for k, (lo, hi) in enumerate(intervals):
+        rows.append({"lora_cell": f"d/l{k // 2}/r16", "full_cell": f"d/f{k // 2}/r16", "ratio": 16, "family": "F",
+                     "size": f"{k // 2}B", "task": "ko_x", "task_label": f"T{k}", "lora": 0.5, "lora_ci_low": 0.4,
+                     "lora_ci_high": 0.6, "lora_n": 10, "full": 0.5 - (lo + hi) / 2, "full_ci_low": 0.3,
+                     "full_ci_high": 0.7, "full_n": 10, "delta": (lo + hi) / 2, "delta_ci_low": lo,
+                     "delta_ci_high": hi, "delta_n": 10})
+    return pd.DataFrame(rows, index=[10 + i for i in range(len(rows))])
+
+
+def test_lora_control_excludes_zero_only_when_the_interval_does():
+    t = tables.lora_control_table(_lora_frame([(0.0, 0.1), (-0.1, 0.0), (0.01, 0.2), (-0.2, -0.01), (NAN, NAN)]))
+    rows = _md_cells(t.md)
+    assert [r[-1] for r in rows] == ["no", "no", "yes", "yes", "\u2014"]  # an end at exactly 0 includes it
+    csv = pd.read_csv(io.StringIO(t.csv))
+    assert csv["excludes_zero"].tolist()[:4] == [False, False, True, True] and pd.isna(csv["excludes_zero"].iloc[4])
+    mid = (0.01 + 0.2) / 2
+    assert rows[2][4:7] == ["0.50 [0.40, 0.60]", f"{0.5 - mid:.2f} [0.30, 0.70]", f"{mid:.2f} [0.01, 0.20]"]
+    assert rows[4][6] == "\u2014" and not any("**" in c for r in rows for c in r)  # not a ranking
+    assert _midrules(t.tex) == 1 + 2  # header, then where the LoRA cell changes (three pairs)
+
+
+def test_sd_breakdown_and_rank_truncation_show_intervals(run):
+    sd, dims = collect.load_sd_breakdown(run["out"], run["cells"], run["models"])
+    t = tables.sd_breakdown_table(sd, dims)
+    csv = pd.read_csv(io.StringIO(t.csv))
+    i = csv.index[(csv["cell"] == "dec/qwen-s/r4") & (csv["source"] == "fineweb")][0]
+    row = _md_cells(t.md)[i]
+    for k, col in enumerate(["all", "answerable", "unanswerable", "em", *(f"dim_{d}" for d in dims)]):
+        v, lo, hi = csv.at[i, col], csv.at[i, f"{col}_ci_low"], csv.at[i, f"{col}_ci_high"]
+        assert row[4 + k] == f"{v:.2f} [{lo:.2f}, {hi:.2f}]", col
+    assert "- Unanswerable questions are correct only when the decoder abstains; EM (norm.) is the normalised " \
+           "exact-match variant of the overall score." in t.md.splitlines()
+    empty = tables.sd_breakdown_table(pd.DataFrame(columns=sd.columns), dims)  # no rows yet: a header only
+    assert _md_cells(empty.md) == []
+    rt = collect.load_rank_truncation(run["out"], run["cells"], run["models"])
+    t = tables.rank_truncation_table(rt.set_axis([f"r{i}" for i in range(len(rt))]))
+    csv = pd.read_csv(io.StringIO(t.csv))
+    assert [c for c in csv.columns if c.startswith("ko_faitheval")] == [
+        "ko_faitheval", "ko_faitheval_ci_low", "ko_faitheval_ci_high", "ko_faitheval_delta_full"]
+    full = csv[(csv["cell"] == "dec/qwen-s/r4") & (csv["setting"] == "full")].iloc[0]
+    assert full["ko_faitheval_delta_full"] == 0.0 and pd.isna(full["ko_faitheval_ci_low"])
+    assert "- per_sample: each memory cut to its own top singular directions; batch: one SVD over the batch of " \
+           "memories. full: no truncation." in t.md.splitlines()
+
+
+def test_tables_are_utf8_whatever_the_locale(tmp_path):
+    """A node with LANG=C (ASCII) still writes the dash, the marks and the minus sign as UTF-8."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; from ctxcomp.report import tables; "
+            "tables.write_table(sys.argv[1], tables.Rendered(md='\\u2014 \\u2248\\n', tex='\\u2212\\n', csv='\\u2020\\n'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8"))}
+    env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0",
+               PYTHONPATH=os.pathsep.join([str(root / "workflow"), env.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "t")], env=env, check=True, timeout=120)
+    assert (tmp_path / "t.md").read_bytes() == "\u2014 \u2248\n".encode()
+    assert (tmp_path / "t.tex").read_bytes() == "\u2212\n".encode()
+    assert (tmp_path / "t.csv").read_bytes() == "\u2020\n".encode()

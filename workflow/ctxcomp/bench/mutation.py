@@ -6,7 +6,7 @@ The groups, and the files and tests of each, are the tables [tool.ctxcomp.mutati
 settings all groups share are [tool.mutmut]. Each group runs in its own work dir `.mutation/<group>/` (git-ignored),
 laid out for mutmut: mutmut names a module after its path below `src/`, so there `src` is a link to `workflow/` and
 the mutants are `ctxcomp.*`, the names the tests import; the rest of the checkout the tests read (configs, schemas,
-presets) is linked into mutmut's copy `mutants/`. A fresh work dir is made for every run unless `--keep` (mutmut
+presets) is linked into mutmut's copy `mutants/`, and `mutants/workflow/ctxcomp` is the mutated package. A fresh work dir is made for every run unless `--keep` (mutmut
 then reuses its verdicts for unchanged functions) or `--survivors` (re-test only the mutants that survived last time,
 after tests were added). Writes RESULTS-mutation.json (the numbers and every survivor's diff; groups not run keep
 their last entry) and RESULTS-mutation.md beside this file.
@@ -102,6 +102,9 @@ def prepare(name: str, base: dict[str, Any], group: dict[str, Any], fresh: bool)
     links = {work / "src": ROOT / "workflow", work / "tests": ROOT / "tests"}
     links |= {mutants / p.name: p for p in ROOT.iterdir() if p.name not in _NOT_LINKED}
     links |= {mutants / "workflow" / p.name: p for p in (ROOT / "workflow").iterdir() if p.name != "ctxcomp"}
+    # workflow/ctxcomp in the copy is mutmut's mutated package: what conftest.py puts on sys.path, and what a test
+    # that starts a subprocess (PYTHONPATH=<root>/workflow, MUTANT_UNDER_TEST inherited) imports.
+    links[mutants / "workflow" / "ctxcomp"] = Path("..") / "src" / "ctxcomp"
     for link, target in links.items():
         if not link.is_symlink():
             link.symlink_to(target)
