@@ -299,3 +299,84 @@ def test_size_axis_is_logarithmic_in_billions():
     assert ax.get_xlabel() == "compressor parameters (billions, log scale)"
     unknown = probes.assign(params_b=[0.0, math.nan])  # no positive size: nothing to put on a log axis
     assert figures.fig3a_erank_size(unknown).fig.axes[0].get_xscale() == "linear"
+
+
+def test_fig3a_lines_per_family_and_ratio():
+    """One line per (family, ratio) through the cells' erank in size order; colour = family, marker and line style
+    = ratio; a group without a finite point is skipped, the next ones still drawn."""
+    rows = [("d/q1/r4", "Q", 4, "1B", 1.0, 3.0), ("d/q4/r4", "Q", 4, "4B", 4.0, 5.0),
+            ("d/q1/r16", "Q", 16, "1B", 1.0, 2.0), ("d/q4/r16", "Q", 16, "4B", 4.0, 2.5),
+            ("d/l1/r4", "L", 4, "1B", 1.0, math.nan), ("d/l8/r4", "L", 4, "8B", 8.0, 4.0),
+            ("d/x/r4", "X", 4, "?", math.nan, 1.0), ("d/m2/r4", "M", 4, "2B", 2.0, 6.0)]
+    df = pd.DataFrame(rows, columns=["cell", "family", "ratio", "size", "params_b", "erank"])
+    df = pd.concat([df.iloc[[1, 0]], df.iloc[2:]], ignore_index=True)  # the 4B row first: lines are size-ordered
+    plot = figures.fig3a_erank_size(df)
+    ax = plot.fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines) == ["Q, ratio 4", "Q, ratio 16", "L, ratio 4", "M, ratio 4"]  # X has no size: no line
+    assert list(lines["Q, ratio 4"].get_xdata()) == [1.0, 4.0] and list(lines["Q, ratio 4"].get_ydata()) == [3.0, 5.0]
+    assert list(lines["L, ratio 4"].get_xdata()) == [8.0]  # the NaN erank point is left out
+    color = {k: ln.get_color() for k, ln in lines.items()}
+    assert color["Q, ratio 4"] == color["Q, ratio 16"] and len({color[k] for k in ("Q, ratio 4", "L, ratio 4",
+                                                                                 "M, ratio 4")}) == 3
+    style = {k: (ln.get_marker(), ln.get_linestyle()) for k, ln in lines.items()}
+    assert style["Q, ratio 4"] == style["L, ratio 4"] == style["M, ratio 4"] != style["Q, ratio 16"]
+    assert style["Q, ratio 16"][0] != style["Q, ratio 4"][0] and style["Q, ratio 16"][1] != style["Q, ratio 4"][1]
+    assert plot.legend_texts() == list(lines)
+    assert ax.get_ylabel() == "effective rank of memory Z" and ax.get_title() == "Fig. 3a: effective rank vs compressor size"
+    assert list(plot.data.columns) == ["cell", "family", "ratio", "size", "params_b", "erank"]
+    assert plot.data["cell"].tolist() == ["d/q1/r4", "d/q4/r4", "d/q1/r16", "d/q4/r16", "d/l8/r4", "d/m2/r4"]
+    empty = figures.fig3a_erank_size(df.assign(erank=math.nan))
+    assert empty.data.empty and list(empty.data.columns) == list(plot.data.columns)
+    assert [t.get_text() for t in empty.fig.axes[0].texts] == ["no data"]
+    text = empty.fig.axes[0].texts[0]  # in the middle of the panel, whatever its data range
+    assert text.get_position() == (0.5, 0.5) and text.get_transform() == empty.fig.axes[0].transAxes
+    assert (text.get_ha(), text.get_va()) == ("center", "center")
+    assert empty.fig.axes[0].get_xlabel() == "compressor parameters (billions, log scale)"
+
+
+@pytest.mark.parametrize("fig, ycol, ylabel, title", [
+    (figures.fig3b_erank_steps, "erank", "effective rank", "Fig. 3b: effective rank during training"),
+    (figures.fig4b_entropy_steps, "entropy", figures.ENTROPY_LABEL, "Fig. 4b: entropy during training")])
+def test_step_figures_draw_both_series_and_mark_the_peak(fig, ycol, ylabel, title):
+    dyn = pd.DataFrame({"step": [10, 20, 30, 40], ycol: [1.0, 4.0, 3.0, math.nan], "other": [9.0, 9.0, 9.0, 9.0]})
+    train = pd.DataFrame({"step": [5, 15, 25], ycol: [0.5, 2.0, 6.0]})
+    plot = fig(dyn, train, "d/c/r16")
+    ax = plot.fig.axes[0]
+    assert ax.get_title() == f"{title} (d/c/r16)" and ax.get_ylabel() == ylabel
+    assert ax.get_xlabel() == "training step"
+    assert plot.legend_texts() == ["probe checkpoints", "peak at step 20", "training probe batch"]
+    assert plot.data.to_dict("list") == {"step": [10, 20, 30, 5, 15, 25], ycol: [1.0, 4.0, 3.0, 0.5, 2.0, 6.0],
+                                         "series": ["probe checkpoints"] * 3 + ["training probe batch"] * 3}
+    peak = [ln for ln in ax.get_lines() if ln.get_label() == "peak at step 20"][0]
+    assert list(peak.get_xdata()) == [20, 20]  # a vertical line at the first series' maximum
+    only_train = fig(None, train, None)  # no probe checkpoints: the training series carries the peak
+    assert only_train.legend_texts() == ["training probe batch", "peak at step 25"]
+    assert only_train.fig.axes[0].get_title() == f"{title} (no dynamics cell)"
+    nothing = fig(dyn.assign(**{ycol: math.nan}), train.drop(columns=[ycol]), None)
+    assert nothing.data.empty and [t.get_text() for t in nothing.fig.axes[0].texts] == ["no data"]
+
+
+def test_fig2_skips_cells_without_losses_and_defaults_to_ratio_4():
+    cells = pd.DataFrame({"cell": ["d/a/r4", "d/b/r4", "d/c/r4", "d/a/r8"], "family": ["F"] * 4,
+                          "size": ["1B", "2B", "3B", "1B"], "params_b": [1.0, 2.0, 3.0, 1.0], "ratio": [4, 4, 4, 8],
+                          "compressor": ["a", "b", "c", "a"]})
+    steps = np.arange(30)
+    losses = {"d/a/r4": pd.DataFrame({"step": steps, "loss_re": 1.0}),                    # no total loss column
+              "d/b/r4": pd.DataFrame({"step": steps, "loss": np.where(steps % 7 == 3, np.nan, 10.0 - steps)}),
+              "d/c/r4": pd.DataFrame({"step": steps, "loss": 2.0 + steps % 2}),
+              "d/a/r8": pd.DataFrame({"step": steps, "loss": 1.0})}
+    plot = figures.fig2_loss(losses, cells)  # the paper's 4x by default
+    assert plot.legend_texts() == ["2B", "3B"] and set(plot.data["cell"]) == {"d/b/r4", "d/c/r4"}
+    b = plot.data[plot.data["cell"] == "d/b/r4"]
+    keep = steps[steps % 7 != 3]
+    assert b["step"].tolist() == keep.tolist()  # NaN losses are not drawn
+    # 30 steps: a window of max(1, 30 // 20) = 1 step, i.e. no smoothing
+    assert b["loss_smooth"].tolist() == (10.0 - keep).tolist()
+    assert "rolling mean over 1 steps" in plot.fig._suptitle.get_text()
+    two = pd.concat([cells, cells.iloc[[2]].assign(cell="d/g/r4", family="G", compressor="g")], ignore_index=True)
+    plot2 = figures.fig2_loss({**losses, "d/g/r4": losses["d/c/r4"]}, two)
+    assert [ax.get_title() for ax in plot2.fig.axes] == ["F", "G"]  # a panel per family, on one loss scale
+    assert plot2.fig.axes[0].get_shared_y_axes().joined(plot2.fig.axes[0], plot2.fig.axes[1])
+    none = figures.fig2_loss({}, cells.iloc[:0])
+    assert [ax.get_title() for ax in none.fig.axes] == ["(none)"] and none.data.empty
