@@ -64,6 +64,10 @@ def test_corrupt_file_raises(tmp_path):
 def test_load_probes_and_losses(run):
     pr = collect.load_probes(run["out"], run["cells"], run["models"]).set_index("cell")
     assert pr.loc["dec/qwen-s/r4", "erank"] == pytest.approx(10 / 1.6)
+    assert pr.loc["dec/qwen-s/r4", "erank_batch"] == 16 and math.isnan(pr.loc[rf.MISSING, "erank_batch"])
+    for src in rf.SOURCES:
+        want = sum(rf.entropy_of("dec/llama-s/r16", src, i) for i in range(rf.N_CONTEXTS)) / rf.N_CONTEXTS
+        assert pr.loc["dec/llama-s/r16", f"entropy_{src}"] == pytest.approx(want)
     assert "entropy_fineweb" in pr and math.isnan(pr.loc[rf.MISSING, "entropy_mean"])
     losses = collect.load_losses(run["out"], run["cells"])
     assert set(losses) == set(run["cells"]) - {rf.MISSING}
@@ -110,7 +114,7 @@ def test_rank_truncation_and_dynamics(run):
 def test_provenance_rows(run):
     prov = collect.provenance_rows(run["out"], run["cells"])
     miss = prov[prov.cell == rf.MISSING]
-    assert len(miss) == 1 and pd.isna(miss["file"].iloc[0])
+    assert len(miss) == 1 and miss[["file", "settings_hash", "commit", "dirty"]].isna().all(axis=None)
     got = prov[(prov.cell == "dec/qwen-s/r4") & (prov.file == "eval/ko_faitheval.json")]
     assert got["commit"].iloc[0] == rf.COMMIT and len(got["settings_hash"].iloc[0]) == 64
 
@@ -150,6 +154,11 @@ def test_sd_breakdown_fields_intervals_and_the_older_format(run, tmp_path):
     assert math.isnan(fe["answerable_ci_low"]) and math.isnan(fe["answerable_n"])
     fw = sd.iloc[0]  # no file at all: every part NaN, never 0
     assert all(math.isnan(fw[c]) for c in ("all", "answerable", "unanswerable", "em", "em_ci_high", "all_n"))
+    none, dims = collect.load_sd_breakdown(tmp_path, [], {})  # no cells yet: the columns still exist, numeric
+    for part in ("all", "answerable", "unanswerable", "em"):
+        for c in (part, f"{part}_ci_low", f"{part}_ci_high", f"{part}_n"):
+            assert none[c].dtype == float, c
+    assert none.empty and dims == []
 
 
 def test_provenance_rows_of_a_partly_computed_cell(tmp_path):

@@ -328,6 +328,7 @@ def test_fig3a_lines_per_family_and_ratio():
     assert plot.data["cell"].tolist() == ["d/q1/r4", "d/q4/r4", "d/q1/r16", "d/q4/r16", "d/l8/r4", "d/m2/r4"]
     empty = figures.fig3a_erank_size(df.assign(erank=math.nan))
     assert empty.data.empty and list(empty.data.columns) == list(plot.data.columns)
+    assert empty.legend_texts() == []  # an empty panel has no legend
     assert [t.get_text() for t in empty.fig.axes[0].texts] == ["no data"]
     text = empty.fig.axes[0].texts[0]  # in the middle of the panel, whatever its data range
     assert text.get_position() == (0.5, 0.5) and text.get_transform() == empty.fig.axes[0].transAxes

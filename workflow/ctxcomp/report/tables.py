@@ -132,11 +132,6 @@ def _fmt(v: float, digits: int, tex: bool = False) -> str:
     return s
 
 
-def _fmt_delta(d: float, digits: int, tex: bool) -> str:
-    s = f"{d:+.{digits}f}"
-    return (("$-$" if tex else MINUS) + s[1:]) if s[0] == "-" else s
-
-
 def mark_frame(df: pd.DataFrame, cols: Sequence[Col]) -> pd.DataFrame:
     """Per column key: the MARKS names that apply to each row, as a list (in MARKS order)."""
     out = pd.DataFrame({c.key: [[] for _ in range(len(df))] for c in cols}, index=df.index)
