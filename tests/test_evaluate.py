@@ -1,8 +1,6 @@
 """Evaluation on small random tiny models: batching must not change results, and summaries follow their samples."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -10,32 +8,17 @@ from ctxcomp.evaluate import decoding, tasks
 from ctxcomp.evaluate.probes import reconstruction_entropy
 from ctxcomp.evaluate.prompts import INSTRUCTION
 from ctxcomp.metrics import entropy as ent_m
-from ctxcomp.model.collate import Collator
-from ctxcomp.model.compressor import ContextCompressor
-from ctxcomp.tiny.build import build_model
-from ctxcomp.tiny.tokenizer import build_tokenizer
-from snakemake_helpers import ROOT
-
-L, C = 32, 16
+from helpers_eval import L, c4_texts, tiny_pair
 
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    with open(ROOT / "workflow/data/c4/c4_sample.jsonl") as fh:
-        return [json.loads(line)["text"] for _, line in zip(range(200), fh)]
+    return c4_texts()
 
 
 @pytest.fixture(scope="module")
-def setup(texts):
-    comp_tok = build_tokenizer(texts, 400, "qwen3")
-    dec_tok = build_tokenizer(texts, 500, "llama")
-    arch = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=64)
-    comp = build_model({"arch": "qwen3", "head_dim": 8, **arch}, comp_tok, seed=1)
-    dec = build_model({"arch": "llama", **arch, "hidden_size": 48, "intermediate_size": 96}, dec_tok, seed=2)
-    torch.manual_seed(3)
-    model = ContextCompressor(comp, dec, num_memory=L // 4, decoder_bos_id=dec_tok.bos_token_id).eval()
-    return model, Collator(comp_tok, dec_tok, L, C)
+def setup():
+    return tiny_pair()
 
 
 def test_multi_segment_memory_length(setup, texts):

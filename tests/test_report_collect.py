@@ -186,4 +186,5 @@ def test_dynamics_files_from_paths_without_checkpoints_and_empty_samples(run, tm
     assert tdyn["step"].tolist() == [rf.PROBE_EVERY * (k + 1) for k in range(rf.N_CHECKPOINTS)]
     assert tdyn["erank"].tolist() == pytest.approx([rf.dyn_erank(k) + 0.5 for k in range(rf.N_CHECKPOINTS)])
     (tmp_path / "checkpoints.samples.jsonl").write_text("")
-    assert collect.load_checkpoint_samples(collect.DynamicsFiles(samples=tmp_path / "checkpoints.samples.jsonl")) is None
+    empty = collect.DynamicsFiles(samples=tmp_path / "checkpoints.samples.jsonl")
+    assert collect.load_checkpoint_samples(empty) is None

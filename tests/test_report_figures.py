@@ -323,7 +323,8 @@ def test_fig3a_lines_per_family_and_ratio():
     assert style["Q, ratio 4"] == style["L, ratio 4"] == style["M, ratio 4"] != style["Q, ratio 16"]
     assert style["Q, ratio 16"][0] != style["Q, ratio 4"][0] and style["Q, ratio 16"][1] != style["Q, ratio 4"][1]
     assert plot.legend_texts() == list(lines)
-    assert ax.get_ylabel() == "effective rank of memory Z" and ax.get_title() == "Fig. 3a: effective rank vs compressor size"
+    assert ax.get_ylabel() == "effective rank of memory Z"
+    assert ax.get_title() == "Fig. 3a: effective rank vs compressor size"
     assert list(plot.data.columns) == ["cell", "family", "ratio", "size", "params_b", "erank"]
     assert plot.data["cell"].tolist() == ["d/q1/r4", "d/q4/r4", "d/q1/r16", "d/q4/r16", "d/l8/r4", "d/m2/r4"]
     empty = figures.fig3a_erank_size(df.assign(erank=math.nan))

@@ -46,7 +46,8 @@ def test_render_index_lines(tmp_path):
     clean = index.render_index("T", tmp_path, [], "h", PROV.iloc[:1], commit={"commit": "c1", "dirty": False})
     assert "- Report commit: `c1`" in clean.splitlines() and "Note:" not in clean
     none = index.render_index("T", tmp_path, [], "h", pd.DataFrame(), commit={})
-    assert "- Report commit: `unknown`" in none and none.rstrip().endswith("No result files with provenance were found.")
+    assert "- Report commit: `unknown`" in none
+    assert none.rstrip().endswith("No result files with provenance were found.")
     nan_hash = index.render_index("T", tmp_path, [], "h", PROV.iloc[:1].assign(settings_hash=float("nan")),
                                   commit={"commit": "c"})
     assert "| `—` |" in nan_hash

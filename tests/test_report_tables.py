@@ -355,7 +355,8 @@ def test_secondary_tables_layout_caption_label_and_notes(run):
         "all_ci_high", "all_n"]
 
     rt = tables.rank_truncation_table(collect.load_rank_truncation(run["out"], run["cells"], run["models"]))
-    assert _header(rt.md)[0] == "| Ratio | Family | Size | Variant | Energy | KO FaithEval | KO ConflictQA | Mean rank |"
+    assert _header(rt.md)[0] == ("| Ratio | Family | Size | Variant | Energy | KO FaithEval | KO ConflictQA | "
+                                 "Mean rank |")
     assert rt.md.startswith("**KO accuracy after truncating the memory to a fraction of its spectral energy**")
     assert "\\label{tab:rank-truncation}" in rt.tex and _midrules(rt.tex) == len(run["cells"])  # one per cell change
     assert "per_sample: each memory cut to its own top singular directions" in rt.md
@@ -542,7 +543,8 @@ def test_tables_are_utf8_whatever_the_locale(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     code = ("import sys; from ctxcomp.report import tables; "
-            "tables.write_table(sys.argv[1], tables.Rendered(md='\\u2014 \\u2248\\n', tex='\\u2212\\n', csv='\\u2020\\n'))")
+            "tables.write_table(sys.argv[1], "
+            "tables.Rendered(md='\\u2014 \\u2248\\n', tex='\\u2212\\n', csv='\\u2020\\n'))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8"))}
     env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0",
                PYTHONPATH=os.pathsep.join([str(root / "workflow"), env.get("PYTHONPATH", "")]))

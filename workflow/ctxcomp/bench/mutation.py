@@ -6,10 +6,11 @@ The groups, and the files and tests of each, are the tables [tool.ctxcomp.mutati
 settings all groups share are [tool.mutmut]. Each group runs in its own work dir `.mutation/<group>/` (git-ignored),
 laid out for mutmut: mutmut names a module after its path below `src/`, so there `src` is a link to `workflow/` and
 the mutants are `ctxcomp.*`, the names the tests import; the rest of the checkout the tests read (configs, schemas,
-presets) is linked into mutmut's copy `mutants/`, and `mutants/workflow/ctxcomp` is the mutated package. A fresh work dir is made for every run unless `--keep` (mutmut
-then reuses its verdicts for unchanged functions) or `--survivors` (re-test only the mutants that survived last time,
-after tests were added). Writes RESULTS-mutation.json (the numbers and every survivor's diff; groups not run keep
-their last entry) and RESULTS-mutation.md beside this file.
+presets) is linked into mutmut's copy `mutants/`, and `mutants/workflow/ctxcomp` is the mutated package. A fresh
+work dir is made for every run unless `--keep` (mutmut then reuses its verdicts for unchanged functions) or
+`--survivors` (re-test only the mutants that survived last time, after tests were added). Writes
+RESULTS-mutation.json (the numbers and every survivor's diff; groups not run keep their last entry) and
+RESULTS-mutation.md beside this file.
 
 A survivor can be an equivalent mutant (no input the code can receive tells it apart from the original). Those are
 listed in mutation-equivalent.yaml, each with its mutated line(s) and the reason; a listed mutant whose line no longer
@@ -246,16 +247,17 @@ def render_md(results: dict[str, Any], equivalent: dict[str, dict[str, str]]) ->
                          f"{c['no tests']} | {other} | {c['equivalent']} | {score} |")
     lines += ["", "| group | tests | wall (s) | CPU (s) | run | commit |", "|---|---|---|---|---|---|"]
     for name, g in results["groups"].items():
-        lines.append(f"| {name} | {' '.join(f'`{t}`' for t in g['tests'])} | {g['wall_s']} | {g.get('cpu_s', '-')} | "
-                     f"{g['date']}, {g['mode']} | {g['commit']} |")
+        tests = " ".join(f"`{t}`" for t in g["tests"])
+        lines.append(f"| {name} | {tests} | {g['wall_s']} | {g.get('cpu_s', '-')} | {g['date']}, {g['mode']} | "
+                     f"{g['commit']} |")
     lines += ["", f"Machine: {results['machine']}.", "", "## Equivalent mutants", ""]
-    for name, g in results["groups"].items():
+    for g in results["groups"].values():
         for mutant in g["equivalent"]:
             e = equivalent.get(mutant, {"mutant": "?", "why": "(no longer in mutation-equivalent.yaml)"})
             lines += [f"- `{mutant}`: `{e['mutant']}`  ", f"  {e['why'].strip()}"]
     lines += ["", "## Surviving mutants", ""]
     untested: Counter = Counter()
-    for name, g in results["groups"].items():
+    for g in results["groups"].values():
         for s in g["survivors"]:
             if s["status"] == "no tests":
                 untested[s["name"].partition("__mutmut_")[0]] += 1
