@@ -19,7 +19,8 @@ def test_writers_use_utf8_under_an_ascii_locale(tmp_path):
             "write_jsonl(d / 'rows.jsonl', [{'text': text}])\n"
             "write_json(d / 'summary.json', {'text': text})\n"
             "with atomic_write(d / 'table.md') as fh:\n    fh.write(text)\n"
-            "assert read_jsonl(d / 'rows.jsonl') == [{'text': text}] and read_json(d / 'summary.json')['text'] == text\n"
+            "assert read_jsonl(d / 'rows.jsonl') == [{'text': text}]\n"
+            "assert read_json(d / 'summary.json')['text'] == text\n"
             "(d / 'utf8.json').write_bytes(('{\"t\": \"' + text + '\"}').encode())\n"
             "assert read_json(d / 'utf8.json')['t'] == text\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8", "PYTHONIOENCODING"))}
