@@ -77,7 +77,8 @@ def test_summarise_counts_and_equivalents():
     assert (x["total"], x["killed"], x["timeout"], x["survived"], x["equivalent"]) == (4, 1, 1, 2, 1)
     assert x["score"] == pytest.approx(2 / 3)  # killed + timeout over the 3 non-equivalent mutants
     assert (y["total"], y["no tests"], y["survived"], y["equivalent"], y["score"]) == (2, 1, 1, 0, 0.0)
-    assert s["totals"]["total"] == 6 and s["totals"]["score"] == pytest.approx(2 / 5)
+    assert s["totals"]["total"] == s["totals"]["population"] == 6 and s["totals"]["score"] == pytest.approx(2 / 5)
+    assert s["totals"]["score_ci95"] is None  # every mutant tested: the score is exact
     assert s["equivalent"] == ["m.x_f__mutmut_2"]
     assert s["stale_equivalent"] == ["m.x_f__mutmut_3", "m.x_g__mutmut_1"]
     assert [v["name"] for v in s["survivors"]] == ["m.x_f__mutmut_3", "m.x_g__mutmut_1", "m.x_g__mutmut_2"]
@@ -91,3 +92,21 @@ def test_equivalent_file_entries_are_checked(tmp_path):
     assert mutation.load_equivalent(tmp_path / "absent.yaml") == {}
     entries = mutation.load_equivalent()  # the committed judgments are well-formed
     assert all(e["why"].strip() for e in entries.values())
+
+
+def test_sample_is_stratified_seeded_and_scored_with_an_interval():
+    found = {f"m.x_f__mutmut_{i}": ("x.py", "killed") for i in range(40)}
+    found |= {f"m.x_g__mutmut_{i}": ("y.py", "survived" if i < 3 else "killed") for i in range(10)}
+    a = mutation.draw_sample(found, 0.25, "grp")
+    assert a == mutation.draw_sample(found, 0.25, "grp") != mutation.draw_sample(found, 0.25, "other")
+    assert sum(m.startswith("m.x_f") for m in a) == 10 and sum(m.startswith("m.x_g") for m in a) == 3  # ceil, per file
+    assert len(mutation.draw_sample(found, 0.01, "grp")) == 2  # at least one per file
+    group = {"mutate": ["x.py", "y.py"], "tests": []}
+    whole = {m: v for m, v in found.items() if m.startswith("m.x_g")}
+    s = mutation.summarise("g", group, whole, {}, {}, 0.0, tested={m for m in whole if m.endswith(("_1", "_5"))})
+    y = s["files"]["y.py"]
+    assert (y["population"], y["total"], y["survived"], y["killed"], y["score"]) == (10, 2, 1, 1, 0.5)
+    # Wilson interval of 1 of 2 at 95 %: centre 0.5, half-width z * sqrt(1/8 + z^2/16) / (1 + z^2/2)
+    z = 1.959964
+    half = z * (0.125 + z * z / 16) ** 0.5 / (1 + z * z / 2)
+    assert y["score_ci95"] == pytest.approx([0.5 - half, 0.5 + half])

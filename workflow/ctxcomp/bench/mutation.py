@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
+import random
 import re
 import resource
 import shutil
@@ -162,12 +164,17 @@ def load_equivalent(path: Path = EQUIVALENT) -> dict[str, dict[str, str]]:
 
 
 def summarise(name: str, group: dict[str, Any], found: dict[str, tuple[str, str]], diff_of: dict[str, str],
-              equivalent: dict[str, dict[str, str]], wall_s: float) -> dict[str, Any]:
-    """Counts per file and for the group, the equivalent mutants honoured, and the remaining survivors."""
+              equivalent: dict[str, dict[str, str]], wall_s: float,
+              tested: set[str] | None = None) -> dict[str, Any]:
+    """Counts per file and for the group over the mutants `tested` (all of `found` by default; a sample: the
+    others only count in `population`), the equivalent mutants honoured, and the remaining survivors."""
     per_file: dict[str, Counter] = {rel: Counter() for rel in group["mutate"]}
     survivors, honoured, stale = [], [], []
     for mutant, (rel, status) in sorted(found.items()):
         c = per_file.setdefault(rel, Counter())
+        c["population"] += 1
+        if tested is not None and mutant not in tested:
+            continue
         c["total"] += 1
         c[status] += 1
         if status in DETECTED:
@@ -181,38 +188,95 @@ def summarise(name: str, group: dict[str, Any], found: dict[str, tuple[str, str]
         if entry is not None:
             stale.append(mutant)
         survivors.append({"name": mutant, "file": rel, "status": status, "diff": diff_of.get(mutant, "")})
+    keys = ("population", "total", *COLUMNS, "equivalent")
     files = {}
     for rel, c in per_file.items():
-        files[rel] = {k: c.get(k, 0) for k in ("total", *COLUMNS, "equivalent")}
-        files[rel]["score"] = _score(files[rel])
-    totals = {k: sum(f[k] for f in files.values()) for k in ("total", *COLUMNS, "equivalent")}
-    totals["score"] = _score(totals)
+        files[rel] = {k: c.get(k, 0) for k in keys}
+        files[rel].update(_score(files[rel]))
+    totals = {k: sum(f[k] for f in files.values()) for k in keys}
+    totals.update(_score(totals))
     return {"files": files, "totals": totals, "tests": list(group["tests"]), "equivalent": honoured,
             "stale_equivalent": stale, "survivors": survivors, "wall_s": round(wall_s, 1)}
 
 
-def _score(c: dict[str, int]) -> float | None:
+def _score(c: dict[str, int]) -> dict[str, Any]:
+    """Killed share of the non-equivalent tested mutants and, when they are a sample of the population, its 95 %
+    Wilson interval (the score of all mutants lies there with 95 % confidence)."""
     judged = c["total"] - c["equivalent"]
-    return sum(c[k] for k in DETECTED) / judged if judged else None
+    if not judged:
+        return {"score": None, "score_ci95": None}
+    k = sum(c[key] for key in DETECTED)
+    ci = None
+    if c["total"] < c["population"]:
+        z, p = 1.959964, k / judged
+        centre = (p + z * z / (2 * judged)) / (1 + z * z / judged)
+        half = z * math.sqrt(p * (1 - p) / judged + z * z / (4 * judged * judged)) / (1 + z * z / judged)
+        ci = [max(0.0, centre - half), min(1.0, centre + half)]
+    return {"score": k / judged, "score_ci95": ci}
 
 
-def run_group(name: str, base: dict[str, Any], group: dict[str, Any], jobs: int, mode: str) -> dict[str, Any]:
+def generate(work: Path, jobs: int) -> None:
+    """mutmut's first step alone (copy the sources, write every mutant and its .meta), so that a sample can be
+    drawn from all mutant names before any test runs. The same calls, in the same order, as `mutmut run`."""
+    code = ("import os, sys\n"
+            "from mutmut.__main__ import (copy_also_copy_files, copy_src_dir, create_mutants, setup_source_paths,\n"
+            "                             store_lines_covered_by_tests)\n"
+            "from mutmut.mutation.trampoline import set_mutant_under_test\n"
+            "set_mutant_under_test('mutant_generation')\n"
+            "os.makedirs('mutants', exist_ok=True)\n"
+            "copy_src_dir(); copy_also_copy_files(); setup_source_paths(); store_lines_covered_by_tests()\n"
+            "create_mutants(int(sys.argv[1]))\n")
+    with open(work / "mutmut.log", "a") as fh:
+        rc = subprocess.run([sys.executable, "-c", code, str(jobs)], cwd=work, stdout=fh, stderr=subprocess.STDOUT)
+    if rc.returncode != 0:
+        raise SystemExit(f"mutant generation failed in {work} (exit {rc.returncode}); see {work / 'mutmut.log'}")
+
+
+def draw_sample(found: dict[str, tuple[str, str]], fraction: float, key: str) -> set[str]:
+    """The same share of every file's mutants, drawn with a seed fixed by `key` (the group): the same code gives
+    the same sample."""
+    by_file: dict[str, list[str]] = {}
+    for mutant, (rel, _) in found.items():
+        by_file.setdefault(rel, []).append(mutant)
+    rng = random.Random(f"ctxcomp-mutation-sample:{key}")
+    picked: set[str] = set()
+    for rel in sorted(by_file):
+        names = sorted(by_file[rel])
+        picked |= set(rng.sample(names, max(1, math.ceil(fraction * len(names)))))
+    return picked
+
+
+def run_group(name: str, base: dict[str, Any], group: dict[str, Any], jobs: int, mode: str,
+              fraction: float) -> dict[str, Any]:
+    """Run one group (mode: fresh | keep | survivors) over all its mutants or a `fraction` of each file's."""
     work = prepare(name, base, group, fresh=(mode == "fresh"))
     log = work / "mutmut.log"
+    sample_file = work / "sample.json"
     start, cpu0 = time.monotonic(), _children_cpu()
     if mode == "survivors":
-        again = [m for m, (_, s) in verdicts(work).items() if s not in DETECTED]
+        tested = set(json.loads(sample_file.read_text())) if sample_file.exists() else None
+        again = [m for m, (_, s) in verdicts(work).items() if s not in DETECTED and (tested is None or m in tested)]
         if again:
             _mutmut(work, ["run", "--max-children", str(jobs), *again], log)
+    elif fraction < 1:
+        generate(work, jobs)
+        tested = draw_sample(verdicts(work), fraction, name)
+        sample_file.write_text(json.dumps(sorted(tested)))
+        todo = sorted(m for m, (_, s) in verdicts(work).items() if m in tested and s == "not checked")
+        if todo:
+            _mutmut(work, ["run", "--max-children", str(jobs), *todo], log)
     else:
+        tested = None
+        sample_file.unlink(missing_ok=True)
         _mutmut(work, ["run", "--max-children", str(jobs)], log)
     wall, cpu = time.monotonic() - start, _children_cpu() - cpu0
     found = verdicts(work)
     if not found:
         raise SystemExit(f"group {name}: mutmut made no mutants (see {log})")
-    undetected = [m for m, (_, s) in found.items() if s not in DETECTED]
-    out = summarise(name, group, found, diffs(work, undetected), load_equivalent(), wall)
+    undetected = [m for m, (_, s) in found.items() if s not in DETECTED and (tested is None or m in tested)]
+    out = summarise(name, group, found, diffs(work, undetected), load_equivalent(), wall, tested)
     out["cpu_s"] = round(cpu, 1)
+    out["sample"] = None if tested is None else fraction
     return out
 
 
@@ -235,17 +299,23 @@ def render_md(results: dict[str, Any], equivalent: dict[str, dict[str, str]]) ->
              "tests are `[tool.ctxcomp.mutation.*]` in pyproject.toml). Score = killed / (mutants - equivalent);",
              "killed counts mutants the tests failed on or that ran out of time; `no tests`: no selected test calls",
              "the function (counted as not killed). Equivalent mutants, each with the reason, are listed below from",
-             "mutation-equivalent.yaml.", ""]
-    head = "| group / file | mutants | killed | timeout | survived | no tests | other | equivalent | score |"
-    lines += [head, "|" + "---|" * 9]
+             "mutation-equivalent.yaml. A group with a `sample` share tests that share of every file's mutants (a",
+             "seeded draw); the interval is then the 95 % Wilson interval of the score of all its mutants.", ""]
+    head = ("| group / file | mutants | tested | killed | timeout | survived | no tests | other | equivalent | score "
+            "| 95 % interval |")
+    lines += [head, "|" + "---|" * 11]
     for name, g in results["groups"].items():
         rows = [(f"**{name}**", g["totals"])] + [(f"`{rel}`", c) for rel, c in g["files"].items()]
         for label, c in rows:
             other = c["segfault"] + c["suspicious"] + c["not checked"] + c["skipped"]
             score = "-" if c["score"] is None else f"{100 * c['score']:.1f} %"
-            lines.append(f"| {label} | {c['total']} | {c['killed']} | {c['timeout']} | {c['survived']} | "
-                         f"{c['no tests']} | {other} | {c['equivalent']} | {score} |")
+            ci = c.get("score_ci95")
+            ci = "(all tested)" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f} %"
+            lines.append(f"| {label} | {c.get('population', c['total'])} | {c['total']} | {c['killed']} | "
+                         f"{c['timeout']} | {c['survived']} | {c['no tests']} | {other} | {c['equivalent']} | "
+                         f"{score} | {ci} |")
     lines += ["", "| group | tests | wall (s) | CPU (s) | run | commit |", "|---|---|---|---|---|---|"]
+    # CPU: user + system seconds of mutmut and all its forks; on an otherwise idle machine, wall = CPU / jobs.
     for name, g in results["groups"].items():
         tests = " ".join(f"`{t}`" for t in g["tests"])
         lines.append(f"| {name} | {tests} | {g['wall_s']} | {g.get('cpu_s', '-')} | {g['date']}, {g['mode']} | "
@@ -278,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     how = ap.add_mutually_exclusive_group()
     how.add_argument("--keep", action="store_true", help="reuse the work dir and mutmut's verdicts")
     how.add_argument("--survivors", action="store_true", help="re-test only last run's undetected mutants")
+    share = ap.add_mutually_exclusive_group()
+    share.add_argument("--all", action="store_true", help="every mutant, also of groups configured with a `sample`")
+    share.add_argument("--sample", type=float, help="test this share of every file's mutants (overrides the config)")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.groups) - set(groups))
     if unknown:
@@ -289,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = f"{os.cpu_count()} CPUs, {args.jobs} mutants at once, mutmut {mutmut.__version__}"
     for name in args.groups or list(groups):
         print(f"[mutation] {name}: {', '.join(groups[name]['mutate'])}", file=sys.stderr, flush=True)
-        g = run_group(name, base, groups[name], args.jobs, mode)
+        fraction = 1.0 if args.all else args.sample or float(groups[name].get("sample", 1.0))
+        if not 0 < fraction <= 1:
+            raise SystemExit(f"pyproject.toml: tool.ctxcomp.mutation.{name}.sample must be in (0, 1], not {fraction}")
+        g = run_group(name, base, groups[name], args.jobs, mode, fraction)
         g["date"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         g["commit"] = _commit()
         g["mode"] = mode
@@ -298,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         OUT_JSON.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
         OUT_MD.write_text(render_md(results, load_equivalent()))
         t = g["totals"]
-        print(f"[mutation] {name}: {t['total']} mutants, score {t['score']}, {len(g['survivors'])} survivors, "
-              f"{g['wall_s']} s", file=sys.stderr, flush=True)
+        print(f"[mutation] {name}: {t['total']} of {t['population']} mutants tested, score {t['score']}, "
+              f"{len(g['survivors'])} survivors, {g['wall_s']} s", file=sys.stderr, flush=True)
     return 0
 
 
