@@ -27,6 +27,38 @@ def test_sha256_and_artifact_rows(tmp_path):
                     {"path": "report/t.md", "bytes": 2, "sha256": hashlib.sha256(b"x\n").hexdigest()[:12]}]
 
 
+def test_render_index_in_full(tmp_path):
+    art = tmp_path / "report" / "t.md"
+    art.parent.mkdir()
+    art.write_text("t\n")
+    sha = hashlib.sha256(b"t\n").hexdigest()[:12]
+    text = index.render_index("Main report", tmp_path, [art], "cfg", PROV.iloc[:1].assign(commit="c1"),
+                              commit={"commit": "c9", "dirty": False})
+    assert text == (f"# Main report\n\n- Results directory: `{tmp_path.as_posix()}`\n- Config hash: `cfg`\n"
+                    "- Report commit: `c9`\n\n## Artifacts\n\n| path | bytes | sha256 |\n|:--|--:|:--|\n"
+                    f"| `report/t.md` | 2 | `{sha}` |\n\n## Result provenance per cell\n\n"
+                    "| cell | file | settings_hash | commit |\n|:--|:--|:--|:--|\n"
+                    "| `d/a/r4` | `eval/ko_faitheval.json` | `abcdef012345` | `c1` (dirty) |\n")
+    two = index.render_index("T", tmp_path, [], "h", PROV, commit={"commit": "c"})
+    assert two.endswith("\n\nNote: results come from 2 different commits.\n")
+
+
+def test_index_is_utf8_under_an_ascii_locale(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys, pandas as pd; from ctxcomp.report import index; "
+            "index.write_index(sys.argv[1] + '/index.md', 'T \\u2014', sys.argv[1], [], 'h', pd.DataFrame())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8"))}
+    env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0",
+               PYTHONPATH=os.pathsep.join([str(root / "workflow"), env.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=True, timeout=120)
+    assert (tmp_path / "index.md").read_bytes().startswith("# T \u2014\n".encode())
+
+
 def test_render_index_lines(tmp_path):
     art = tmp_path / "report" / "table2.md"
     art.parent.mkdir()

@@ -552,3 +552,116 @@ def test_tables_are_utf8_whatever_the_locale(tmp_path):
     assert (tmp_path / "t.md").read_bytes() == "\u2014 \u2248\n".encode()
     assert (tmp_path / "t.tex").read_bytes() == "\u2212\n".encode()
     assert (tmp_path / "t.csv").read_bytes() == "\u2020\n".encode()
+
+
+def test_one_small_table_in_full():
+    """Markdown, LaTeX and CSV of a two-group table, written out by hand: layout, minus signs, interval, marks,
+    bold, missing value, notes and their LaTeX escapes."""
+    df = pd.DataFrame({"ratio": [4, 4, 16], "family": ["A", "B_2", "A"], "x": [-0.25, 0.5, NAN],
+                       "x_ci_low": [-0.5, 0.25, NAN], "x_ci_high": [0.0, 0.75, NAN],
+                       "x_shuffled_z_distinguishable": pd.array([False, True, pd.NA], dtype="boolean")})
+    spec = tables.Spec([tables.Label("ratio", "Ratio"), tables.Label("family", "Family")],
+                       [tables.Col("x", "X", 2, True, True, ("shuffled_z",))], "Cap & more", "tab:x",
+                       group=["ratio"], rule_on="ratio", notes=["Extra 50% note \u00d7 more"])
+    t = tables.render(df.set_axis([7, 3, 5]), spec)
+    dagger = tables.MARKS["shuffled_z"].meaning
+    assert t.md == (
+        "**Cap & more**\n\n"
+        "| Ratio | Family | X |\n"
+        "|:--|:--|--:|\n"
+        "| 4 | A | \u22120.25 [\u22120.50, 0.00]\u2020 |\n"
+        "| 4 | B_2 | **0.50** [0.25, 0.75] |\n"
+        "| 16 | A | \u2014 |\n\n"
+        "- Bold: best per ratio and column (ties: all).\n"
+        "- [a, b]: 95 % percentile bootstrap interval over the evaluation samples (contexts for semantic drift).\n"
+        f"- \u2020: {dagger}.\n"
+        "- \u2014 = not computed.\n"
+        "- Extra 50% note \u00d7 more\n")
+    assert t.tex == (
+        "% requires \\usepackage{booktabs}\n"
+        "\\begin{table}[t]\n"
+        "\\centering\n"
+        "\\small\n"
+        "\\begin{tabular}{llr}\n"
+        "\\toprule\n"
+        "Ratio & Family & X \\\\\n"
+        "\\midrule\n"
+        "4 & A & $-$0.25\\,{\\scriptsize [$-$0.50, 0.00]}$^{\\dagger}$ \\\\\n"
+        "4 & B\\_2 & \\textbf{0.50}\\,{\\scriptsize [0.25, 0.75]} \\\\\n"
+        "\\midrule\n"
+        "16 & A & --- \\\\\n"
+        "\\bottomrule\n"
+        "\\end{tabular}\n"
+        "\\par\\smallskip\\footnotesize\n"
+        "Bold: best per ratio and column (ties: all). \\\\\n"
+        "[a, b]: 95 \\% percentile bootstrap interval over the evaluation samples (contexts for semantic drift). \\\\\n"
+        f"$\\dagger$: {tables.latex_escape(dagger)}. \\\\\n"
+        "--- = not computed. \\\\\n"
+        "Extra 50\\% note $\\times$ more \\\\\n"
+        "\\caption{Cap \\& more}\n"
+        "\\label{tab:x}\n"
+        "\\end{table}\n")
+    assert t.csv == "ratio,family,x,x_delta\n4,A,-0.25,-0.75\n4,B_2,0.5,0.0\n16,A,,\n"
+
+
+def test_tie_mark_at_zero_and_without_best_flags():
+    df = _frame([
+        {"ratio": 4, "family": "Q", "compressor": "a", "params_b": 0.6, "ko_faitheval": 0.6},
+        {"ratio": 4, "family": "Q", "compressor": "b", "params_b": 4.0, "ko_faitheval": 0.5,
+         "ko_faitheval_delta_ci_high": 0.0},    # the interval of the difference ends at 0: it includes 0
+        {"ratio": 4, "family": "Q", "compressor": "c", "params_b": 8.0, "ko_faitheval": 0.4,
+         "ko_faitheval_delta_ci_high": -1e-9}])
+    rows = _md_cells(tables.table2(df).md)  # no ko_faitheval_best column: the tie mark needs only the interval
+    c = _col(3, "ko_faitheval")
+    assert [r[c] for r in rows] == ["**0.60**", "0.50\u2248", "0.40"]
+    flagged = df.assign(ko_faitheval_best=[False, True, False])  # an entry flagged best is never "tied"
+    assert [r[c] for r in _md_cells(tables.table2(flagged).md)][1] == "0.50"
+    assert not tables._ties_best(flagged, "ko_faitheval").iloc[1]
+    assert tables._ties_best(df.drop(columns="ko_faitheval_delta_ci_high", errors="ignore"), "ko_faitheval").tolist() \
+        == [False, False, False]
+
+
+def test_table3_decoders_in_first_appearance_order():
+    df = _frame([
+        {"ratio": 16, "decoder": "z-dec", "family": "Q", "compressor": "a", "params_b": 4.0, "recon_fineweb": 0.2},
+        {"ratio": 16, "decoder": "a-dec", "family": "Q", "compressor": "a", "params_b": 4.0, "recon_fineweb": 0.3},
+        {"ratio": 16, "decoder": "z-dec", "family": "Q", "compressor": "b", "params_b": 1.0, "recon_fineweb": 0.1}])
+    rows = _md_cells(tables.table3(df).md)
+    assert [(r[1], r[3]) for r in rows] == [("z-dec", "S"), ("z-dec", "S"), ("a-dec", "S")]
+    assert [r[4] for r in rows] == ["0.10", "**0.20**", "**0.30**"]  # sizes ascending within a decoder
+
+
+def test_flag_columns_read_false_only_where_false():
+    df = pd.DataFrame({"f": pd.array([True, False, pd.NA], dtype="boolean"), "g": [True, False, None]})
+    assert tables._is_false(df, "f").tolist() == [False, True, False]
+    assert tables._is_false(df, "g").tolist() == [False, True, False]
+    assert tables._is_false(df.set_axis([5, 6, 7]), "missing").tolist() == [False, False, False]
+    assert tables._is_false(df.set_axis([5, 6, 7]), "missing").index.tolist() == [5, 6, 7]
+
+
+def test_best_and_delta_without_groups_and_with_a_group_of_nothing():
+    df = pd.DataFrame({"g": ["a", "a", "b", "b"], "v": [0.2, 0.5, 0.9, 0.1]}, index=[9, 8, 7, 6])
+    best, delta = compare.best_and_delta(df, ["v"], None)  # one group: the whole frame
+    assert best["v"].tolist() == [False, False, True, False] and best.index.tolist() == [9, 8, 7, 6]
+    assert delta["v"].tolist() == pytest.approx([-0.7, -0.4, 0.0, -0.8])
+    assert delta["v"].dtype == float and best["v"].dtype == bool
+    rows = {"ko_x": [True, False, True, True]}
+    samples = lambda cell, task: pd.DataFrame({"id": ["q0", "q1", "q2", "q3"],  # noqa: E731
+                                               "correct": rows[task] if cell != "c2" else [True] * 4})
+    ev = pd.DataFrame({"cell": ["c0", "c1", "c2", "c3"], "fam": ["A", "A", "B", "B"],
+                       "ko_x": [NAN, NAN, 1.0, 0.75]})  # group A has no values: no best, no interval
+    out = compare.add_best_deltas(ev, ["ko_x"], ["fam"], samples)
+    assert out["ko_x_best"].tolist() == [False, False, True, False]
+    assert out["ko_x_delta_ci_low"].dtype == float and out["ko_x_delta_ci_low"].iloc[:2].isna().all()
+    assert out["ko_x_delta_ci_low"].iloc[2] == 0.0 and out["ko_x_delta_ci_high"].iloc[2] == 0.0
+    assert np.isfinite(out["ko_x_delta_ci_low"].iloc[3])  # group B is still compared after the empty group A
+
+
+def test_bootstrap_defaults_when_the_result_file_names_none():
+    from ctxcomp.report import paired
+
+    ev = pd.DataFrame({"ko_x_resamples": pd.array([pd.NA, 300], dtype="Int64"),
+                       "ko_x_seed": pd.array([pd.NA, 5], dtype="Int64")})
+    assert compare._boot(ev, 0, "ko_x") == (paired.DEFAULT_RESAMPLES, paired.DEFAULT_SEED)
+    assert compare._boot(ev, 1, "ko_x") == (300, 5)
+    assert compare._boot(pd.DataFrame({"x": [1]}), 0, "ko_x") == (paired.DEFAULT_RESAMPLES, paired.DEFAULT_SEED)
