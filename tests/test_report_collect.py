@@ -284,3 +284,18 @@ def test_parse_cell_accepts_surrounding_slashes_and_names_a_bad_path():
     assert collect.parse_cell("/dec/c/r4/") == {"decoder": "dec", "compressor": "c", "ratio": 4}
     with pytest.raises(ValueError, match=r"not a cell path 'decoder/compressor/r<ratio>': 'dec/c/x4'"):
         collect.parse_cell("dec/c/x4")
+
+
+def test_result_files_are_read_as_utf8_whatever_the_locale(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "r.json").write_bytes('{"note": "M\u00fcller \u2014 ok"}'.encode())
+    code = ("import sys; from ctxcomp.report import collect; "
+            "assert collect.read_json_or_none(sys.argv[1])['note'] == 'M\\u00fcller \\u2014 ok'")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8"))}
+    env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0",
+               PYTHONPATH=os.pathsep.join([str(root / "workflow"), env.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.json")], env=env, check=True, timeout=120)
