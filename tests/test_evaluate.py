@@ -282,3 +282,20 @@ def test_reconstruction_entropy_reads_the_state_before_each_target(setup, texts,
         for off in (-1, 1):
             assert abs(want - sum(h_of(P - 1 + off + t) for t in range(T)) / T) > 0.5
         assert float(got[b]) == pytest.approx(want, abs=1e-6)
+
+
+def test_evaluation_builds_no_autograd_graph(setup, texts):
+    """Every evaluation entry point runs without gradients: the memories, caches and entropies it returns hold no
+    graph (on a GPU a graph over a whole evaluation set would not fit)."""
+    model, collate = setup
+    assert any(p.requires_grad for p in model.parameters())
+    zs = decoding.compress_texts(model, collate, texts[:2], 2, batch_size=2)
+    assert not any(z.requires_grad for z in zs)
+    segs = [collate.comp_segments(t, 1)[0] for t in texts[:2]]
+    assert not any(z.requires_grad for z in tasks.compress_segments(model, collate, segs, 2))
+    cache, mask, last, logits = decoding.prefix_cache(model, zs, [[5, 6], [7]], "continue")
+    assert not logits.requires_grad
+    w = torch.randn(50, 4, requires_grad=True)
+    assert not ent_m.chunked_entropy(torch.randn(3, 4), w, chunk=7).requires_grad
+    z = model.compress(*[t for t in collate.compressor_tensors(segs)])
+    assert z.requires_grad  # outside the evaluation functions gradients are on: the check above means something
