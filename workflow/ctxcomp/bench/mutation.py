@@ -114,12 +114,19 @@ def prepare(name: str, base: dict[str, Any], group: dict[str, Any], fresh: bool)
     return work
 
 
+#: mutmut forks one process per mutant from a process that has run the tests: an OpenMP or BLAS thread pool started
+#: there (torch's SVD, matrix products) deadlocks in the fork, which would end as a false "timeout" kill. One thread
+#: per mutant also fits `--jobs` mutants at once to as many cores.
+SINGLE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
 def _mutmut(work: Path, args: list[str], log: Path) -> None:
     cmd = [sys.executable, "-m", "mutmut", *args]
     with open(log, "a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
-        rc = subprocess.run(cmd, cwd=work, stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, cwd=work, stdout=fh, stderr=subprocess.STDOUT,
+                            env={**os.environ, **SINGLE_THREAD}).returncode
     if rc != 0:
         tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-30:]
         raise SystemExit(f"mutmut {' '.join(args[:1])} failed in {work} (exit {rc}); end of {log}:\n" + "\n".join(tail))
