@@ -78,7 +78,7 @@ def test_every_figure_job_draws_its_own_figure(tmp_path, placeholder_saves):
     build.build_main_report(args["out"], args["cells"], args["dynamics_cell"], args["models"], "h",
                             outputs=_files(args["out"], names))
     assert sorted(placeholder_saves) == sorted(FIGURES)
-    for name, plot in placeholder_saves.items():
+    for name in placeholder_saves:
         title = (Path(args["out"]) / "report" / f"{name}.png").read_text()
         if title:
             assert title.startswith({"fig1_centre": "Fig. 1", "fig2_loss": "Fig. 2", "fig4a_entropy_size": "Fig. 4a",
@@ -158,7 +158,7 @@ def test_ablation_and_lora_reports(tmp_path):
 
 
 def test_write_correlations_full_precision(tmp_path):
-    frame = pd.DataFrame([{c: None for c in figures.CORR_COLUMNS} | {"pearson_r": 1 / 3, "n": 7}])
+    frame = pd.DataFrame([dict.fromkeys(figures.CORR_COLUMNS) | {"pearson_r": 1 / 3, "n": 7}])
     path = build.write_correlations(tmp_path / "c.csv", frame)
     assert path == tmp_path / "c.csv"
     lines = path.read_text().splitlines()
