@@ -299,3 +299,47 @@ def test_evaluation_builds_no_autograd_graph(setup, texts):
     assert not ent_m.chunked_entropy(torch.randn(3, 4), w, chunk=7).requires_grad
     z = model.compress(*[t for t in collate.compressor_tensors(segs)])
     assert z.requires_grad  # outside the evaluation functions gradients are on: the check above means something
+
+
+def test_context_entropy_is_token_weighted_over_the_drift_segments(setup, texts, monkeypatch):
+    """A stub entropy per segment (its position in the batch stream) and token count: each text's value is the
+    token-weighted mean over its first max_segments segments, whatever the batching."""
+    from ctxcomp.evaluate import probes
+
+    model, collate = setup
+    calls = []
+
+    def stub(model_, z, re_ids, re_mask, vocab_chunk):
+        start = sum(len(c) for c in calls)
+        calls.append(list(range(start, start + z.shape[0])))
+        n = re_mask.sum(-1)
+        return torch.tensor([float(start + i) for i in range(z.shape[0])], dtype=torch.float64), n
+
+    monkeypatch.setattr(probes, "reconstruction_entropy", stub)
+    docs = [" ".join(texts[:3]), texts[3], " ".join(texts[4:6])]
+    segs = [collate.comp_segments(t, 2) for t in docs]
+    got = probes.context_entropy(model, collate, docs, max_segments=2, batch_size=3, vocab_chunk=5)
+    tokens = [[len(collate.dec_ids(collate.segment_text(s), collate.max_recon, eos=True)) for s in ss] for ss in segs]
+    k = 0
+    for (e, n, nseg), ss, tk in zip(got, segs, tokens, strict=True):
+        ids = list(range(k, k + len(ss)))
+        k += len(ss)
+        assert nseg == len(ss) and n == sum(tk)
+        assert e == pytest.approx(sum(i * t for i, t in zip(ids, tk, strict=True)) / sum(tk))
+    n_seg = sum(len(s) for s in segs)
+    assert n_seg > 3 and [len(c) for c in calls] == [3, n_seg - 3]  # batches of 3 segments across the texts
+
+
+def test_probe_batch_reports_erank_of_the_batch_and_entropy(setup, texts):
+    from ctxcomp.evaluate import probes
+    from ctxcomp.metrics.erank import effective_rank
+
+    model, collate = setup
+    batch = collate([{"text": t, "continuation": ""} for t in texts[:4]])
+    got = probes.probe_batch(model, batch, vocab_chunk=64)
+    z = model.compress(batch["comp_ids"], batch["comp_mask"])
+    assert got["batch"] == 4 and tuple(got["z"].shape) == tuple(z.shape)
+    assert got["erank"] == pytest.approx(effective_rank(z.detach().double()), rel=1e-6)
+    ent, n = probes.reconstruction_entropy(model, z, batch["re_ids"], batch["re_mask"], 64)
+    assert got["entropy"] == pytest.approx(ent.tolist()) and got["n_tokens"] == n.tolist()
+    assert got["entropy_mean"] == pytest.approx(float(ent.mean()))

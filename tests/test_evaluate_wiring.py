@@ -263,3 +263,56 @@ def test_probe_dynamics_refuses_missing_or_unprobed_checkpoints(tmp_path, monkey
 
 def test_cap():
     assert cell_m._cap([1, 2, 3], 2) == [1, 2] and cell_m._cap([1, 2, 3], 0) == [1, 2, 3]
+
+
+def _diag_memory(sigmas, m=2, d=3):
+    z = torch.zeros(m, d, dtype=torch.float64)
+    for i, s in enumerate(sigmas):
+        z[i, i] = s
+    return z
+
+
+def test_rank_truncation_variants_on_designed_spectra(monkeypatch):
+    """Memories with known singular values; the stub KO scorer returns the total energy (sum of squares) of the
+    memories it was given, so every row can be checked against a hand computation."""
+    from ctxcomp.evaluate import tasks
+
+    class Model:
+        num_memory = 2
+
+    zs = {"fa": [_diag_memory([3.0, 1.0]), torch.cat([_diag_memory([2.0, 0.0]), _diag_memory([1.0, 1.0])])],
+          "cq": [_diag_memory([1.0, 1.0])]}
+    datasets = {"fa": [{"context": "fa0"}, {"context": "fa1"}], "cq": [{"context": "cq0"}]}
+    monkeypatch.setattr(tasks, "compress_texts",
+                        lambda model, collate, texts, max_seg, bs: zs["fa" if texts[0].startswith("fa") else "cq"])
+    seen = []
+
+    def ko(model, collate, recs, bs, max_seg, memories, *, boot):
+        seen.append((recs[0]["context"][:2], bs, max_seg, boot))
+        energy = float(sum((z.double() ** 2).sum() for z in memories))
+        return {"value": energy, "ci95": [energy - 1, energy + 1]}, []
+
+    monkeypatch.setattr(tasks, "knowledge_overwriting", ko)
+    boot = Bootstrap(77, 3)
+    out = tasks.rank_truncation(Model(), None, datasets, [0.5, 0.95], 4, 2, boot)
+    assert out["energies"] == [0.5, 0.95] and out["variants"] == ["per_sample", "batch"]
+    assert out["full_rank"] == {"ko_fa": 9 + 1 + 4 + 2, "ko_cq": 2.0}
+    assert all(s[1:] == (4, 2, boot) for s in seen)
+    rows = {(r["variant"], r["energy"]): r for r in out["results"]}
+    assert list(rows) == [("per_sample", 0.5), ("per_sample", 0.95), ("batch", 0.5), ("batch", 0.95)]
+    # per sample, 50 %: the first memory keeps sigma 3 (9 of 10); the second (a context of two segments, stacked
+    # 4 x 3: its first column holds 2 and 1, so sigma^2 = 5 and 1) keeps sqrt(5) (5 of 6); cq (1, 1) keeps one
+    r = rows[("per_sample", 0.5)]
+    assert (r["ko_fa"], r["rank_fa"], r["ko_cq"], r["rank_cq"]) == (pytest.approx(9 + 5, rel=1e-6), 1.0,
+                                                                      pytest.approx(1.0, rel=1e-6), 1.0)
+    assert r["ko_fa_ci95"] == [pytest.approx(13.0, rel=1e-6), pytest.approx(15.0, rel=1e-6)] and r["mean_rank"] == 1.0
+    r = rows[("per_sample", 0.95)]  # 9/10 and 5/6 are below 95 %: two directions each, everything kept
+    assert (r["ko_fa"], r["rank_fa"], r["rank_cq"]) == (pytest.approx(16.0, rel=1e-6), 2.0, 2.0)
+    assert r["mean_rank"] == 2.0
+    # batch: fa's three segment memories flattened to rows of M*d = 6, one SVD over them, a shared k
+    flat = torch.stack([zs["fa"][0].reshape(-1), zs["fa"][1][:2].reshape(-1), zs["fa"][1][2:].reshape(-1)])
+    s = torch.linalg.svdvals(flat)
+    k95 = int((torch.cumsum(s ** 2, 0) / (s ** 2).sum() < 0.95).sum()) + 1
+    assert rows[("batch", 0.95)]["rank_fa"] == float(k95)
+    assert rows[("batch", 0.95)]["ko_fa"] == pytest.approx(float((s[:k95] ** 2).sum()))
+    assert rows[("batch", 0.5)]["ko_fa"] == pytest.approx(float(s[0] ** 2))
