@@ -297,7 +297,7 @@ def test_evaluation_builds_no_autograd_graph(setup, texts):
     assert not logits.requires_grad
     w = torch.randn(50, 4, requires_grad=True)
     assert not ent_m.chunked_entropy(torch.randn(3, 4), w, chunk=7).requires_grad
-    z = model.compress(*[t for t in collate.compressor_tensors(segs)])
+    z = model.compress(*collate.compressor_tensors(segs))
     assert z.requires_grad  # outside the evaluation functions gradients are on: the check above means something
 
 
