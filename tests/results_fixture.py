@@ -15,11 +15,15 @@ Designed facts a test can rely on:
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import hashlib
 import json
 import math
+import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 MODELS = {
@@ -302,14 +306,31 @@ def lora_outputs(out: Path) -> list[str]:
     return [str(out / "report" / f"lora_control.{e}") for e in ("md", "csv", "tex")]
 
 
+#: One written copy of the fake run per (rag, n_checkpoints) in this process: later calls copy it, which is much
+#: cheaper than recomputing every file (each mutant of the mutation benchmark runs in a fork of a process that has
+#: already written it once).
+_TEMPLATES: dict[tuple[bool, int], Path] = {}
+
+
+def _template(rag: bool, n_checkpoints: int) -> Path:
+    key = (rag, n_checkpoints)
+    if key not in _TEMPLATES or not _TEMPLATES[key].is_dir():
+        root = Path(tempfile.mkdtemp(prefix="ctxcomp-results-fixture-"))
+        owner = os.getpid()
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(root, ignore_errors=True))
+        cells = MAIN_CELLS + ABLATION_CELLS + [c for pair in LORA_PAIRS for c in pair]
+        for cell in dict.fromkeys(cells):
+            if cell != MISSING:
+                write_cell(root, cell, rag=rag)
+        write_dynamics(root, DYNAMICS_CELL, n_checkpoints)
+        _TEMPLATES[key] = root
+    return _TEMPLATES[key]
+
+
 def write_results(out: Path, rag: bool = True, n_checkpoints: int = N_CHECKPOINTS) -> dict:
     """Write the whole fake run under `out` and return builder arguments and expected outputs."""
     out = Path(out)
-    cells = MAIN_CELLS + ABLATION_CELLS + [c for pair in LORA_PAIRS for c in pair]
-    for cell in dict.fromkeys(cells):
-        if cell != MISSING:
-            write_cell(out, cell, rag=rag)
-    write_dynamics(out, DYNAMICS_CELL, n_checkpoints)
+    shutil.copytree(_template(rag, n_checkpoints), out, dirs_exist_ok=True)
     return {"out": str(out), "cells": list(MAIN_CELLS), "dynamics_cell": DYNAMICS_CELL, "models": dict(MODELS),
             "ablation_cells": list(ABLATION_CELLS), "lora_pairs": list(LORA_PAIRS),
             "main_outputs": main_outputs(out, rag), "ablation_outputs": ablation_outputs(out),

@@ -1,8 +1,6 @@
 """Evaluation on small random tiny models: batching must not change results, and summaries follow their samples."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -10,32 +8,17 @@ from ctxcomp.evaluate import decoding, tasks
 from ctxcomp.evaluate.probes import reconstruction_entropy
 from ctxcomp.evaluate.prompts import INSTRUCTION
 from ctxcomp.metrics import entropy as ent_m
-from ctxcomp.model.collate import Collator
-from ctxcomp.model.compressor import ContextCompressor
-from ctxcomp.tiny.build import build_model
-from ctxcomp.tiny.tokenizer import build_tokenizer
-from snakemake_helpers import ROOT
-
-L, C = 32, 16
+from helpers_eval import L, c4_texts, tiny_pair
 
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    with open(ROOT / "workflow/data/c4/c4_sample.jsonl") as fh:
-        return [json.loads(line)["text"] for _, line in zip(range(200), fh)]
+    return c4_texts()
 
 
 @pytest.fixture(scope="module")
-def setup(texts):
-    comp_tok = build_tokenizer(texts, 400, "qwen3")
-    dec_tok = build_tokenizer(texts, 500, "llama")
-    arch = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=64)
-    comp = build_model({"arch": "qwen3", "head_dim": 8, **arch}, comp_tok, seed=1)
-    dec = build_model({"arch": "llama", **arch, "hidden_size": 48, "intermediate_size": 96}, dec_tok, seed=2)
-    torch.manual_seed(3)
-    model = ContextCompressor(comp, dec, num_memory=L // 4, decoder_bos_id=dec_tok.bos_token_id).eval()
-    return model, Collator(comp_tok, dec_tok, L, C)
+def setup():
+    return tiny_pair()
 
 
 def test_multi_segment_memory_length(setup, texts):
@@ -299,3 +282,64 @@ def test_reconstruction_entropy_reads_the_state_before_each_target(setup, texts,
         for off in (-1, 1):
             assert abs(want - sum(h_of(P - 1 + off + t) for t in range(T)) / T) > 0.5
         assert float(got[b]) == pytest.approx(want, abs=1e-6)
+
+
+def test_evaluation_builds_no_autograd_graph(setup, texts):
+    """Every evaluation entry point runs without gradients: the memories, caches and entropies it returns hold no
+    graph (on a GPU a graph over a whole evaluation set would not fit)."""
+    model, collate = setup
+    assert any(p.requires_grad for p in model.parameters())
+    zs = decoding.compress_texts(model, collate, texts[:2], 2, batch_size=2)
+    assert not any(z.requires_grad for z in zs)
+    segs = [collate.comp_segments(t, 1)[0] for t in texts[:2]]
+    assert not any(z.requires_grad for z in tasks.compress_segments(model, collate, segs, 2))
+    cache, mask, last, logits = decoding.prefix_cache(model, zs, [[5, 6], [7]], "continue")
+    assert not logits.requires_grad
+    w = torch.randn(50, 4, requires_grad=True)
+    assert not ent_m.chunked_entropy(torch.randn(3, 4), w, chunk=7).requires_grad
+    z = model.compress(*collate.compressor_tensors(segs))
+    assert z.requires_grad  # outside the evaluation functions gradients are on: the check above means something
+
+
+def test_context_entropy_is_token_weighted_over_the_drift_segments(setup, texts, monkeypatch):
+    """A stub entropy per segment (its position in the batch stream) and token count: each text's value is the
+    token-weighted mean over its first max_segments segments, whatever the batching."""
+    from ctxcomp.evaluate import probes
+
+    model, collate = setup
+    calls = []
+
+    def stub(model_, z, re_ids, re_mask, vocab_chunk):
+        start = sum(len(c) for c in calls)
+        calls.append(list(range(start, start + z.shape[0])))
+        n = re_mask.sum(-1)
+        return torch.tensor([float(start + i) for i in range(z.shape[0])], dtype=torch.float64), n
+
+    monkeypatch.setattr(probes, "reconstruction_entropy", stub)
+    docs = [" ".join(texts[:3]), texts[3], " ".join(texts[4:6])]
+    segs = [collate.comp_segments(t, 2) for t in docs]
+    got = probes.context_entropy(model, collate, docs, max_segments=2, batch_size=3, vocab_chunk=5)
+    tokens = [[len(collate.dec_ids(collate.segment_text(s), collate.max_recon, eos=True)) for s in ss] for ss in segs]
+    k = 0
+    for (e, n, nseg), ss, tk in zip(got, segs, tokens, strict=True):
+        ids = list(range(k, k + len(ss)))
+        k += len(ss)
+        assert nseg == len(ss) and n == sum(tk)
+        assert e == pytest.approx(sum(i * t for i, t in zip(ids, tk, strict=True)) / sum(tk))
+    n_seg = sum(len(s) for s in segs)
+    assert n_seg > 3 and [len(c) for c in calls] == [3, n_seg - 3]  # batches of 3 segments across the texts
+
+
+def test_probe_batch_reports_erank_of_the_batch_and_entropy(setup, texts):
+    from ctxcomp.evaluate import probes
+    from ctxcomp.metrics.erank import effective_rank
+
+    model, collate = setup
+    batch = collate([{"text": t, "continuation": ""} for t in texts[:4]])
+    got = probes.probe_batch(model, batch, vocab_chunk=64)
+    z = model.compress(batch["comp_ids"], batch["comp_mask"])
+    assert got["batch"] == 4 and tuple(got["z"].shape) == tuple(z.shape)
+    assert got["erank"] == pytest.approx(effective_rank(z.detach().double()), rel=1e-6)
+    ent, n = probes.reconstruction_entropy(model, z, batch["re_ids"], batch["re_mask"], 64)
+    assert got["entropy"] == pytest.approx(ent.tolist()) and got["n_tokens"] == n.tolist()
+    assert got["entropy_mean"] == pytest.approx(float(ent.mean()))

@@ -2,37 +2,20 @@
 numbers as scoring and decoding every row on its own."""
 from __future__ import annotations
 
-import json
-
 import pytest
-import torch
 
 from ctxcomp.evaluate import decoding
-from ctxcomp.model.collate import Collator
-from ctxcomp.model.compressor import ContextCompressor
-from ctxcomp.tiny.build import build_model
-from ctxcomp.tiny.tokenizer import build_tokenizer
-from snakemake_helpers import ROOT
-
-L = 32
+from helpers_eval import c4_texts, tiny_pair
 
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    with open(ROOT / "workflow/data/c4/c4_sample.jsonl") as fh:
-        return [json.loads(line)["text"] for _, line in zip(range(200), fh)]
+    return c4_texts()
 
 
 @pytest.fixture(scope="module")
-def setup(texts):
-    comp_tok, dec_tok = build_tokenizer(texts, 400, "qwen3"), build_tokenizer(texts, 500, "llama")
-    arch = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=64)
-    comp = build_model({"arch": "qwen3", "head_dim": 8, **arch}, comp_tok, seed=1)
-    dec = build_model({"arch": "llama", **arch, "hidden_size": 48, "intermediate_size": 96}, dec_tok, seed=2)
-    torch.manual_seed(3)
-    model = ContextCompressor(comp, dec, num_memory=L // 4, decoder_bos_id=dec_tok.bos_token_id).eval()
-    return model, Collator(comp_tok, dec_tok, L, 16)
+def setup():
+    return tiny_pair()
 
 
 def test_candidates_from_cache_equal_full_scoring(setup, texts):

@@ -84,3 +84,41 @@ def test_missing_rows_give_nan():
     assert math.isnan(paired.paired_delta(_ko([True]), pd.DataFrame({"id": ["q0"]}), "ko_x")["delta"])
     no_text = pd.DataFrame({"id": [0, 1], "sentence_bleu": [0.1, 0.2]})
     assert math.isnan(paired.paired_delta(no_text, no_text, "recon_fineweb")["delta"])
+
+
+def test_no_interval_without_two_shared_items_says_how_many():
+    a, b = _ko([True, False], ["q0", "q1"]), _ko([True], ["q1"])
+    got = paired.paired_delta(a, b, "ko_x")
+    assert set(got) == {"delta", "ci_low", "ci_high", "n"} and got["n"] == 1
+    assert all(math.isnan(got[k]) for k in ("delta", "ci_low", "ci_high"))
+    assert paired.paired_delta(None, b, "ko_x")["n"] == 0
+    nothing = paired.bleu_delta(pd.DataFrame({"id": [0], "hypothesis": ["a"]}), pd.DataFrame({"id": [0]}))
+    assert nothing["n"] == 0 and math.isnan(nothing["ci_high"])
+
+
+def test_bleu_pairs_segments_by_id():
+    refs = [f"the quick brown fox {i} jumps over the lazy dog number {i}" for i in range(60)]
+    hyp_a = [r if i % 3 else r.replace("quick", "slow") for i, r in enumerate(refs)]
+    a = pd.DataFrame({"id": [f"s{i}" for i in range(60)], "reference": refs, "hypothesis": hyp_a})
+    b_rows = list(range(20, 60))[::-1]  # b reconstructed 40 of the segments, listed in another order
+    b = pd.DataFrame({"id": [f"s{i}" for i in b_rows], "reference": [refs[i] for i in b_rows],
+                      "hypothesis": [refs[i].replace("lazy dog", "cat") for i in b_rows]})
+    d = paired.paired_delta(a, b, "recon_fineweb", resamples=200, seed=2)
+    common = list(range(20, 60))
+    want = (BLEU().corpus_score([hyp_a[i] for i in common], [[refs[i] for i in common]]).score
+            - BLEU().corpus_score([refs[i].replace("lazy dog", "cat") for i in common], [[refs[i] for i in common]]
+                                  ).score) / 100
+    assert d["n"] == 40 and d["delta"] == pytest.approx(want, abs=1e-12)
+    again = paired.paired_delta(a, b, "recon_fineweb", resamples=200, seed=2)
+    assert (again["ci_low"], again["ci_high"]) == (d["ci_low"], d["ci_high"])  # seeded
+    two = paired.bleu_delta(a.iloc[:2], a.iloc[:2].assign(hypothesis=["x y", "z"]), resamples=50)
+    assert two["n"] == 2 and np.isfinite(two["ci_low"])  # two shared segments are enough for an interval
+    assert paired.bleu_delta(a.iloc[:1], a.iloc[:1])["n"] == 1
+    no_text = a.drop(columns=["hypothesis"])
+    assert math.isnan(paired.paired_delta(a, no_text, "recon_fineweb")["delta"])
+    assert math.isnan(paired.paired_delta(a.iloc[:0], a, "recon_fineweb")["delta"])
+    ko = _ko([True, False, True, True, False, True])
+    first = paired.accuracy_delta(ko, _ko([False] * 6), "ko_x", resamples=100, seed=9)
+    assert paired.accuracy_delta(ko, _ko([False] * 6), "ko_x", resamples=100, seed=9) == first
+    assert paired.unit_of("sd_fineweb") == "context" and paired.unit_of("ko_faitheval") == "sample"
+    assert paired.unit_of("recon_fineweb") == "sample"  # the bootstrap unit names of the result files

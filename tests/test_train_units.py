@@ -2,15 +2,17 @@
 checkpoint pruning and manifests, atomic writes."""
 from __future__ import annotations
 
+import json
 import math
 import os
+import pickle
 
 import numpy as np
 import pytest
 
 from ctxcomp.io import atomic_dir, atomic_write, write_json
 from ctxcomp.train import checkpoint as ckpt
-from ctxcomp.train.data import batch_indices, rank_slice
+from ctxcomp.train.data import JsonlIndex, batch_indices, rank_slice
 from ctxcomp.train.schedule import lr_at
 
 
@@ -34,6 +36,18 @@ def test_lr_schedule_quarter_point_and_no_warmup():
     assert lr_at(5, 2e-4, 0, 10, 0.0) == pytest.approx(1e-4)
 
 
+def test_lr_schedule_edges():
+    # one warm-up step: step 0 is already at the base rate (1 / 1), step 1 starts the cosine at coefficient 1
+    assert lr_at(0, 1e-3, 1, 11, 0.1) == pytest.approx(1e-3, rel=1e-12)
+    assert lr_at(1, 1e-3, 1, 11, 0.1) == pytest.approx(1e-3, rel=1e-12)
+    # warm-up as long as the run: no cosine at all, the floor from max_steps on
+    assert lr_at(9, 1e-3, 10, 10, 0.1) == pytest.approx(1e-3, rel=1e-12)
+    assert lr_at(10, 1e-3, 10, 10, 0.1) == pytest.approx(1e-4, rel=1e-12)
+    # a cosine span of one step: its only step is at progress 0
+    assert lr_at(10, 1e-3, 10, 11, 0.1) == pytest.approx(1e-3, rel=1e-12)
+    assert lr_at(11, 1e-3, 10, 11, 0.1) == pytest.approx(1e-4, rel=1e-12)
+
+
 def test_batch_indices_cover_each_epoch_once_without_repeats():
     n, batch, seed = 10, 3, 7
     per_epoch = n // batch  # 3 full batches; one record per epoch is left out
@@ -48,6 +62,48 @@ def test_batch_indices_cover_each_epoch_once_without_repeats():
     assert batch_indices(4, batch, n, seed).tolist() == batch_indices(4, batch, n, seed).tolist()  # pure
     with pytest.raises(ValueError, match="fewer than one batch"):
         batch_indices(0, 11, n, seed)
+    # exactly one batch per epoch: every step is a whole permutation (seeded by its epoch = the step)
+    for step in (0, 1, 5):
+        assert batch_indices(step, n, n, seed).tolist() == np.random.default_rng([seed, step]).permutation(n).tolist()
+
+
+def _jsonl(path, lines):
+    path.write_bytes("".join(lines).encode())
+    return path
+
+
+def test_jsonl_index_random_access_skips_blank_lines(tmp_path):
+    recs = [{"id": 0, "text": "a"}, {"id": 1, "text": "ünï"}, {"id": 2, "text": "c" * 300}]
+    lines = [json.dumps(recs[0]) + "\n", "\n", "  \n", json.dumps(recs[1], ensure_ascii=False) + "\n",
+             json.dumps(recs[2])]  # blank lines between records, no newline at the end
+    index = JsonlIndex(_jsonl(tmp_path / "t.jsonl", lines))
+    assert len(index) == 3
+    # byte offsets: the first record at 0, the second after the record and the two blank lines (bytes, not chars)
+    first = len(lines[0].encode())
+    assert index.offsets.tolist() == [0, first + 1 + 3, first + 4 + len(lines[3].encode())]
+    assert [index[i] for i in (2, 0, 1, 1)] == [recs[2], recs[0], recs[1], recs[1]]  # any order, repeatedly
+    assert index.path == tmp_path / "t.jsonl"
+    # only a newline ends a record, when indexing and when reading: a bare carriage return is JSON whitespace
+    index = JsonlIndex(_jsonl(tmp_path / "cr.jsonl", ['{"a":\r 1}\n', '{"b": 2}\n']))
+    assert len(index) == 2 and index[0] == {"a": 1} and index[1] == {"b": 2}
+
+
+def test_jsonl_index_pickles_without_its_file_handle(tmp_path):
+    index = JsonlIndex(_jsonl(tmp_path / "t.jsonl", ['{"v": 1}\n', '{"v": 2}\n']))
+    assert index[1] == {"v": 2}  # opens the file
+    state = index.__getstate__()
+    assert state["_fh"] is None and index._fh is not None  # the live object keeps its handle
+    clone = pickle.loads(pickle.dumps(index))  # what a DataLoader worker receives
+    assert clone[0] == {"v": 1} and clone[1] == {"v": 2} and len(clone) == 2
+
+
+def test_jsonl_index_rejects_empty_and_broken_files(tmp_path):
+    with pytest.raises(ValueError, match=r"empty\.jsonl: no records"):
+        JsonlIndex(_jsonl(tmp_path / "empty.jsonl", ["\n", " \n"]))
+    index = JsonlIndex(_jsonl(tmp_path / "bad.jsonl", ['{"v": 1}\n', '{"v": \n']))
+    assert index[0] == {"v": 1}
+    with pytest.raises(ValueError, match=r"bad\.jsonl: record 1 is not valid JSON \(Expecting value\)"):
+        index[1]
 
 
 def test_rank_slice_is_strided_and_even():

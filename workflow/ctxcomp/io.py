@@ -33,7 +33,10 @@ _PACKAGES = ("torch", "transformers", "tokenizers", "deepspeed", "peft", "sacreb
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **kw: Any) -> Iterator[Any]:
-    """Write to a temporary file beside `path` and rename it into place only if the block succeeds."""
+    """Write to a temporary file beside `path` and rename it into place only if the block succeeds. Text is UTF-8
+    unless `encoding` says otherwise: results hold non-ASCII text, and a node's locale must not decide the bytes."""
+    if "b" not in mode:
+        kw.setdefault("encoding", "utf-8")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

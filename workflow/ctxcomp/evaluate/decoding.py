@@ -18,7 +18,6 @@ def batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-@torch.no_grad()
 def compress_texts(model: ContextCompressor, collate: Collator, texts: Sequence[str], max_segments: int,
                    batch_size: int) -> list[torch.Tensor]:
     """Memory of each text: its first `max_segments` segments compressed separately, memories concatenated
@@ -37,6 +36,9 @@ def compress_texts(model: ContextCompressor, collate: Collator, texts: Sequence[
     for z, i in zip(zs, owner):
         per_text[i].append(z)
     return [torch.cat(parts, dim=0) for parts in per_text]
+
+
+compress_texts = torch.no_grad()(compress_texts)  # not a decorator: mutmut skips decorated functions
 
 
 def prompt_rows(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
@@ -59,7 +61,6 @@ def prompt_rows(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: S
     return out, mask
 
 
-@torch.no_grad()
 def score_continuations(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
                         continuations: Sequence[Sequence[int]], task: str = "continue") -> tuple[list[float], list[int]]:
     """Sum of log p(continuation | Z, prompt) per row, and the continuation's token count."""
@@ -74,6 +75,9 @@ def score_continuations(model: ContextCompressor, zs: Sequence[torch.Tensor], pr
     return (-nll.sum(-1)).tolist(), cmask.sum(-1).tolist()
 
 
+score_continuations = torch.no_grad()(score_continuations)  # not a decorator: mutmut skips decorated functions
+
+
 def stop_ids(model: ContextCompressor, eos_id: int | Sequence[int] | None) -> set[int]:
     """The ids that end a row: `eos_id` (the tokenizer's EOS) and the decoder's own EOS set (its generation config:
     Llama-3-Instruct ends with <|eot_id|> or <|end_of_text|>). `None` means: never stop early."""
@@ -83,7 +87,6 @@ def stop_ids(model: ContextCompressor, eos_id: int | Sequence[int] | None) -> se
     return {int(i) for i in given} | set(getattr(model, "decoder_eos_ids", ()))
 
 
-@torch.no_grad()
 def greedy_generate(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
                     max_new_tokens: int, eos_id: int | Sequence[int] | None, task: str) -> list[list[int]]:
     """Batched greedy decoding with a KV cache; each row stops at any id of `stop_ids(model, eos_id)` (not
@@ -116,6 +119,9 @@ def greedy_generate(model: ContextCompressor, zs: Sequence[torch.Tensor], prompt
     return tokens
 
 
+greedy_generate = torch.no_grad()(greedy_generate)  # not a decorator: mutmut skips decorated functions
+
+
 # ------------------------------------------------------------------------------------ shared prefixes (KV cache)
 # A question's candidates share [Z; question], and a context's ~20 drift questions share its memory prefix and the
 # answer instruction: both run that prefix once and continue every row from a copy of its key/value cache.
@@ -130,7 +136,6 @@ def _cache_rows(cache, rows: torch.Tensor):
     return out
 
 
-@torch.no_grad()
 def prefix_cache(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
                  task: str):
     """Run the left-padded [prefix(Z); prompt] rows once: (cache, mask (B, P), last position (B,), next-token
@@ -142,7 +147,9 @@ def prefix_cache(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: 
     return out.cache, mask, pos[:, -1], out.logits[:, -1].float()
 
 
-@torch.no_grad()
+prefix_cache = torch.no_grad()(prefix_cache)  # not a decorator: mutmut skips decorated functions
+
+
 def score_candidates(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
                      candidates: Sequence[Sequence[Sequence[int]]], task: str = "continue",
                      max_rows: int = 64) -> list[list[tuple[float, int]]]:
@@ -172,6 +179,9 @@ def score_candidates(model: ContextCompressor, zs: Sequence[torch.Tensor], promp
         for (i, j), s, n in zip(chunk, sums, counts):
             out[i][j] = (s, int(n))
     return out
+
+
+score_candidates = torch.no_grad()(score_candidates)  # not a decorator: mutmut skips decorated functions
 
 
 def _greedy_from(dec, cache, logits: torch.Tensor, mask: torch.Tensor, last_pos: torch.Tensor, max_new_tokens: int,
@@ -207,7 +217,6 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
-@torch.no_grad()
 def generate_shared(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
                     owner: Sequence[int], max_new_tokens: int, stop_ids: Sequence[int], task: str,
                     batch_size: int) -> list[list[int]]:
@@ -249,3 +258,6 @@ def generate_shared(model: ContextCompressor, zs: Sequence[torch.Tensor], prompt
                                              max_new_tokens, stop)):
                 out[q] = t
     return out
+
+
+generate_shared = torch.no_grad()(generate_shared)  # not a decorator: mutmut skips decorated functions

@@ -96,9 +96,9 @@ def _p(p: float) -> str:
 def corr_label(res: dict, prefix: str = "") -> str:
     """"r=… (p=…), ρ=… (p=…), n=…" for a correlate() result; says why when it is undefined."""
     head = f"{prefix}: " if prefix else ""
-    if math.isnan(res.get("pearson_r", math.nan)) and math.isnan(res.get("spearman_rho", math.nan)):
-        why = "n too small" if res.get("n", 0) < 3 else "r undefined (constant values)"
-        return f"{head}{why} (n={res.get('n', 0)})"
+    if math.isnan(res["pearson_r"]) and math.isnan(res["spearman_rho"]):  # correlate() gives both or neither
+        why = "n too small" if res["n"] < 3 else "r undefined (constant values)"
+        return f"{head}{why} (n={res['n']})"
     return (f"{head}r={res['pearson_r']:.2f} (p={_p(res['pearson_p'])}), "
             f"\u03c1={res['spearman_rho']:.2f} (p={_p(res['spearman_p'])}), n={res['n']}")
 

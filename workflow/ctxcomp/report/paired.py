@@ -72,14 +72,18 @@ def accuracy_delta(a: pd.DataFrame, b: pd.DataFrame, task: str, resamples: int =
 
 def _bleu_stats(rows: pd.DataFrame) -> pd.DataFrame:
     """sacreBLEU's sufficient statistics per segment (lengths, n-gram matches and totals), indexed by id; kept in
-    `rows.attrs` so a cell compared with several others is tokenised once."""
+    `rows.attrs` so a cell compared with several others is tokenised once. pandas hands `attrs` on to frames
+    derived from `rows` (a slice, new hypotheses), so the cache holds the texts it was computed from and is used
+    only for exactly those."""
     from sacrebleu.metrics import BLEU  # the metric of the headline number (ctxcomp.metrics.bleu)
 
-    if "_bleu_stats" not in rows.attrs:
-        st = BLEU()._extract_corpus_statistics(rows["hypothesis"].astype(str).tolist(),
-                                               [rows["reference"].astype(str).tolist()])
-        rows.attrs["_bleu_stats"] = pd.DataFrame(np.asarray(st, dtype=float), index=rows["id"].astype(str))
-    return rows.attrs["_bleu_stats"]
+    ids, hyps, refs = (rows[c].astype(str).tolist() for c in ("id", "hypothesis", "reference"))
+    key = hash((tuple(ids), tuple(hyps), tuple(refs)))  # in-process only: a number is cheap for pandas to copy
+    cached = rows.attrs.get("_bleu_stats")
+    if cached is None or cached[0] != key:
+        st = BLEU()._extract_corpus_statistics(hyps, [refs])
+        rows.attrs["_bleu_stats"] = (key, pd.DataFrame(np.asarray(st, dtype=float), index=ids))
+    return rows.attrs["_bleu_stats"][1]
 
 
 def bleu_delta(a: pd.DataFrame, b: pd.DataFrame, resamples: int = DEFAULT_RESAMPLES,

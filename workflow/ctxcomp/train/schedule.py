@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1) -> float:
+def lr_at(step: int, base_lr: float, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
     """1) linear warm-up over `warmup_steps`; 2) cosine decay to base_lr*min_lr_ratio at `max_steps`; 3) flat after."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
