@@ -104,14 +104,15 @@ def test_disk_estimate_matches_a_zero2_checkpoint(tiny, zero2_reference):
     from ctxcomp import disk_plan
     from ctxcomp import memory_plan as mp
     from ctxcomp.config import load_config
+    from ctxcomp.settings import CellTrainSettings
     from helpers_tiny import ROOT
 
     run, _ = zero2_reference
     cfg = load_config(ROOT / "config.yaml", ROOT / "workflow" / "presets" / "tiny.yaml")
-    s = tiny.settings(**SHORT, engine="deepspeed")
+    s = CellTrainSettings.of(tiny.settings(**SHORT, engine="deepspeed"))
     shape = mp.train_shape(cfg, s, device="cpu")
     assert (shape.engine, shape.zero_stage, shape.dec.tied) == ("deepspeed", 2, True)
-    est = disk_plan.estimate_disk(shape, s["train"])
+    est = disk_plan.estimate_disk(shape, s.train, s.runtime)
     _, step = latest_checkpoint(run / "checkpoints")
     module = torch.load(step / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
     assert "decoder.lm_head.weight" in module  # the frozen, tied head's alias

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ctxcomp.config import fill_section
 from ctxcomp.evaluate import cell as cell_m
 from ctxcomp.evaluate import probes as probes_m
 from ctxcomp.evaluate import rag as rag_m
@@ -21,11 +22,14 @@ from ctxcomp.paths import EVAL_TASKS
 PROV = {"commit": "c0ffee", "settings_hash": "s"}
 
 
-def _settings(**evaluate) -> dict:
+def _settings(segment: dict | None = None, **evaluate) -> dict:
+    """Evaluation settings as the rule passes them (ctxcomp.config.eval_settings of a validated config): the given
+    keys over the schema's defaults."""
     ev = {"batch_size": 3, "max_records": 2, "recon_max_new_tokens": 11, "answer_max_new_tokens": 7,
           "probe_batch_size": 2, "bootstrap_resamples": 123, "rag": {"top_k": 4}, **evaluate}
-    return {"evaluate": ev, "segment": {"max_segments": 5}, "seed": 42, "cell": {"decoder": "d", "ratio": 8},
-            "gpus": 2}
+    seg = {"segment_tokens": 64, "continuation_tokens": 32, "max_segments": 5} if segment is None else segment
+    return {"evaluate": fill_section("evaluate", ev), "segment": fill_section("segment", seg), "seed": 42,
+            "cell": {"decoder": "d", "compressor": "c", "ratio": 8}, "gpus": 2}
 
 
 class Loaded:
@@ -132,18 +136,17 @@ def test_evaluate_cell_passes_the_settings_and_writes_every_task(stubbed):
 def test_evaluate_cell_defaults(stubbed):
     loaded, calls, inputs, outputs = stubbed
     del outputs["rag"]
-    s = _settings(max_records=0)
-    s["segment"] = {}
+    # the schema's defaults reach the tasks: max_records 0 (no cap), max_segments 4, the five truncation energies
+    s = _settings(segment={"segment_tokens": 64, "continuation_tokens": 32}, max_records=0)
     results = cell_m.evaluate_cell(s, inputs, outputs)
     assert "rag_musique" not in results and "rag" not in calls  # RAG only when the rule asks for its file
-    assert len(calls["recon"][0][0]) == 4 and calls["ko"][1][1] == (3, 4)  # no cap; four segments by default
-    assert calls["trunc"][1] == [0.5, 0.9, 0.99]
+    assert len(calls["recon"][0][0]) == 4 and calls["ko"][1][1] == (3, 4)
+    assert calls["trunc"][1] == [0.5, 0.8, 0.9, 0.95, 0.99]
 
 
 def test_rag_cell_alone(stubbed):
     loaded, calls, inputs, outputs = stubbed
-    s = _settings()
-    del s["evaluate"]["rag"]
+    s = _settings(rag={})
     summary = cell_m.rag_cell(s, inputs, outputs["rag"])
     assert summary == {"em": 0.25, "f1": 0.5, "n": 2} and loaded.calls == [(inputs["model"], None, None, 2)]
     assert calls["rag"][1:] == (5, 3, 7, 123, 42)  # top_k 5 by default
