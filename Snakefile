@@ -32,6 +32,7 @@ include: "workflow/rules/questions.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/probes.smk"
+include: "workflow/rules/report_inputs.smk"
 include: "workflow/rules/report.smk"
 
 

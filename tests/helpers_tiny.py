@@ -37,7 +37,7 @@ N_TRAIN = 64
 N_PROBE = 8
 
 _lock = threading.Lock()
-_cache: dict[str, "TinyEnv"] = {}
+_cache: dict[str, TinyEnv] = {}
 
 
 def c4_texts(n: int | None = None) -> list[str]:
@@ -76,7 +76,7 @@ class TinyEnv:
         self.train = self.root / "train.jsonl"
         self.probe = self.root / "probe.jsonl"
 
-    def build(self) -> "TinyEnv":
+    def build(self) -> TinyEnv:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -182,9 +182,9 @@ def _main(argv: list[str] | None = None) -> None:
                         engine=ns.engine)
         print("RESULT " + json.dumps({"launched": True}), flush=True)
         return
-    from ctxcomp.train.loop import Trainer
-
     import torch
+
+    from ctxcomp.train.loop import Trainer
 
     torch.use_deterministic_algorithms(True, warn_only=True)
     tr = Trainer(settings, str(env.train), str(env.probe), ns.run_dir, engine=ns.engine, stop_at_step=ns.stop_at)

@@ -49,7 +49,7 @@ class Minis:
         self.train = self.root / "train.jsonl"
         self.probe = self.root / "probe.jsonl"
 
-    def build(self) -> "Minis":
+    def build(self) -> Minis:
         from ctxcomp.miniatures import build_all
 
         texts = c4_texts(300)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -19,19 +20,19 @@ DIMS = ("main_topic", "entity_list", "predicate_exactness", "relation_anchor", "
 USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "reasoning_tokens": 20}
 
 
-def reply(content: str, reasoning_content: Optional[str] = None, finish_reason: str = "stop") -> dict:
+def reply(content: str, reasoning_content: str | None = None, finish_reason: str = "stop") -> dict:
     return {"kind": "reply", "content": content, "reasoning_content": reasoning_content,
             "finish_reason": finish_reason}
 
 
-def error(status: int, message: str = "stub error", retry_after_ms: Optional[int] = 1,
+def error(status: int, message: str = "stub error", retry_after_ms: int | None = 1,
           echo_auth: bool = False) -> dict:
     """An HTTP error; echo_auth puts the request's Authorization header in the body, as careless proxies do."""
     return {"kind": "error", "status": status, "message": message, "retry_after_ms": retry_after_ms,
             "echo_auth": echo_auth}
 
 
-def slow(delay_s: float, then: Optional[dict] = None) -> dict:
+def slow(delay_s: float, then: dict | None = None) -> dict:
     """Sleep before answering (past the client's timeout, the client gives up first)."""
     return {**(then or reply("{}")), "delay_s": delay_s}
 
@@ -56,14 +57,14 @@ class StubOpenAI:
         self.scripts: dict[str, list[dict]] = {}
         self.requests: list[dict] = []  # {"marker", "body", "authorization"}
         self._lock = threading.Lock()
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     # -- scripting -------------------------------------------------------------------------------------------------
     def script(self, marker: str, *steps: dict) -> None:
         self.scripts[marker] = list(steps)
 
-    def count(self, marker: Optional[str] = None) -> int:
+    def count(self, marker: str | None = None) -> int:
         with self._lock:
             return sum(1 for r in self.requests if marker is None or r["marker"] == marker)
 
@@ -78,7 +79,7 @@ class StubOpenAI:
         return f"http://{host}:{port}/v1"
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
-    def start(self) -> "StubOpenAI":
+    def start(self) -> StubOpenAI:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -113,7 +114,7 @@ class StubOpenAI:
                               "completion_tokens_details": {"reasoning_tokens": USAGE["reasoning_tokens"]}},
                 })
 
-            def _send(self, status: int, payload: dict, headers: Optional[dict] = None) -> None:
+            def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -139,7 +140,7 @@ class StubOpenAI:
             self._server.shutdown()
             self._server.server_close()
 
-    def _next_step(self, body: dict, authorization: str) -> tuple[dict, Optional[str]]:
+    def _next_step(self, body: dict, authorization: str) -> tuple[dict, str | None]:
         first_user = next((m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"), "")
         marker = next((m for m in self.scripts if m in first_user), None)
         with self._lock:

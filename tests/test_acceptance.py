@@ -10,10 +10,9 @@ import sys
 import pytest
 import torch
 
-from helpers_tiny import ROOT, subprocess_env
-
 from ctxcomp import memory_plan as mp
 from ctxcomp.bench import acceptance
+from helpers_tiny import ROOT, subprocess_env
 
 
 def test_cpu_mode_trains_both_engines_evaluates_every_task_and_matches_the_estimates(tmp_path):

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_tiny import subprocess_env, tiny_env
-
 from ctxcomp.train.checkpoint import latest_checkpoint, list_checkpoints
+from helpers_tiny import subprocess_env, tiny_env
 
 HELPER = Path(__file__).with_name("helpers_tiny.py")
 LOSS_COLS = ["step", "loss", "loss_re", "loss_nt", "lr", "grad_norm"]

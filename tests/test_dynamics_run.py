@@ -8,11 +8,10 @@ import shutil
 
 import pytest
 
-from helpers_tiny import tiny_env
-
 from ctxcomp import config as C
 from ctxcomp.evaluate.cell import probe_dynamics
 from ctxcomp.train.loop import train_cell
+from helpers_tiny import tiny_env
 
 ROOT = C.REPO_ROOT
 

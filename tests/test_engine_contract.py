@@ -37,7 +37,7 @@ def _signature(cls: type, name: str) -> tuple[list[tuple[str, typing.Any, typing
     fn = getattr(cls, name)
     hints = typing.get_type_hints(fn)
     params = [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
-    return params, {k: v for k, v in hints.items()}
+    return params, dict(hints.items())
 
 
 @pytest.mark.parametrize("cls", [TorchEngine, DeepSpeedEngine], ids=lambda c: c.__name__)

@@ -17,9 +17,9 @@ from ctxcomp.io import read_jsonl, write_jsonl
 from ctxcomp.metrics.entropy import entropy_from_logits
 from ctxcomp.model.collate import Collator, pad_id_of, right_pad
 from ctxcomp.model.load import build_for_training, load_trained, save_trained
-from ctxcomp.settings import CellTrainSettings
 from ctxcomp.paths import EVAL_TASKS
-from helpers_tiny import ROOT, chunk_records, c4_texts, tiny_env
+from ctxcomp.settings import CellTrainSettings
+from helpers_tiny import ROOT, c4_texts, chunk_records, tiny_env
 
 N = 6
 

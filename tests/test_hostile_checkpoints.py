@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_tiny import subprocess_env, tiny_env
-
 from ctxcomp.train import checkpoint as ckpt
 from ctxcomp.train.loop import Preempted, train_cell
+from helpers_tiny import subprocess_env, tiny_env
 
 LOSS_COLS = ["step", "loss", "loss_re", "loss_nt", "lr", "grad_norm"]
 HELPER = Path(__file__).with_name("helpers_tiny.py")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from ctxcomp import disk_plan, plan
 from ctxcomp import memory_plan as mp
 from ctxcomp import model_dims as md

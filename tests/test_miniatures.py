@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ctxcomp import miniatures as M
 from helpers_tiny import subprocess_env
 from miniature_env import MIRROR, ROOT, minis
-
-from ctxcomp import miniatures as M
 
 MAIN = "llama3-8b-instruct"
 # (decoder, compressor) cells of config.yaml covering every architecture class and fine-tuning mode
@@ -116,7 +115,7 @@ def test_every_class_trains_with_the_torch_engine(trained, mini):
     import math
 
     cfg = mini.config()
-    for (dec, comp), r in trained.items():
+    for (_dec, comp), r in trained.items():
         lora = cfg["models"][comp]["finetune"] == "lora"
         assert r["settings"]["compressor"]["finetune"] == ("lora" if lora else "full"), comp
         losses = [h["loss"] for h in r["history"]]
@@ -203,7 +202,7 @@ def test_every_task_and_probe_on_every_class(trained, mini):
     sd = [{"context_id": "c0", "context": recs[0]["text"], "status": "ok", "questions": [
         {"qid": "c0-q0", "dimension": "main_topic", "question": "What is it about?", "answer": "x",
          "answerable": True}]}]
-    for (dec, comp), r in trained.items():
+    for (_dec, _comp), r in trained.items():
         model, comp_tok, dec_tok, meta = load_trained(r["run"] / "final", torch.device("cpu"), torch.float32,
                                                       gpus=r["settings"]["compressor"]["gpus"])
         seg = meta["settings"]["segment"]
@@ -242,7 +241,7 @@ def test_generation_stops_on_every_eos_of_the_instruct_decoder(trained):
     for eos in (128001, 128009):
         calls = []
 
-        def forced(h, eos=eos):  # from the second decoding step on, `eos` wins the argmax
+        def forced(h, eos=eos, calls=calls):  # from the second decoding step on, `eos` wins the argmax
             out = plain(h)
             calls.append(1)
             if len(calls) > 1:
@@ -273,7 +272,7 @@ def test_eval_device_map_spreads_both_models_over_the_gpus(tmp_path, compressor,
     M.model_config(kind, **M.REAL_DIMS[compressor]).save_pretrained(comp)
     M.model_config("llama3-instruct", **M.REAL_DIMS[MAIN]).save_pretrained(dec)
     gpu = 80 * 10**9
-    cmap, dmap = eval_device_maps(str(comp), str(dec), torch.bfloat16, {i: gpu for i in range(gpus)})
+    cmap, dmap = eval_device_maps(str(comp), str(dec), torch.bfloat16, dict.fromkeys(range(gpus), gpu))
     assert set(cmap.values()) | set(dmap.values()) == set(range(gpus))
     used = dict.fromkeys(range(gpus), 0)
     total = block = 0
@@ -296,7 +295,7 @@ def test_eval_device_map_spreads_both_models_over_the_gpus(tmp_path, compressor,
     # both models together are spread evenly: no GPU holds more than its share and one unsplittable block
     assert all(u <= total / gpus + block for u in used.values()), (used, total / gpus, block)
     with pytest.raises(MemoryError, match="eval_resources.gpu"):
-        eval_device_maps(str(comp), str(dec), torch.bfloat16, {i: gpu for i in range(too_few)})
+        eval_device_maps(str(comp), str(dec), torch.bfloat16, dict.fromkeys(range(too_few), gpu))
 
 
 def test_sharded_load_follows_the_device_map(mini):
@@ -311,10 +310,10 @@ def test_sharded_load_follows_the_device_map(mini):
     assert set(cmap.values()) | set(dmap.values()) == {0, 1}
     ids = torch.tensor([[128000, 5, 6, 7, 8]])
     plain = load_causal_lm(dec, torch.float32)
-    sharded = load_causal_lm(dec, torch.float32, device_map={k: "cpu" for k in dmap})
+    sharded = load_causal_lm(dec, torch.float32, device_map=dict.fromkeys(dmap, "cpu"))
     with torch.no_grad():
         torch.testing.assert_close(sharded(input_ids=ids).logits, plain(input_ids=ids).logits)
-        a = backbone(load_causal_lm(comp, torch.float32, device_map={k: "cpu" for k in cmap}))
+        a = backbone(load_causal_lm(comp, torch.float32, device_map=dict.fromkeys(cmap, "cpu")))
         b = backbone(load_causal_lm(comp, torch.float32))
         torch.testing.assert_close(a(input_ids=ids[:, 1:]).last_hidden_state, b(input_ids=ids[:, 1:]).last_hidden_state)
 

@@ -68,11 +68,10 @@ def test_rows_per_chunk_bounds_logit_elements():
 def test_model_loss_equals_cross_entropy_of_its_logits(tmp_path_factory):
     """ContextCompressor.forward (chunked head) against F.cross_entropy over target_logits (materialised), values
     and the gradients of every trainable parameter."""
-    from helpers_tiny import tiny_env
-
     from ctxcomp.model.collate import Collator
     from ctxcomp.model.load import build_for_training
     from ctxcomp.settings import CellTrainSettings
+    from helpers_tiny import tiny_env
 
     tiny = tiny_env(tmp_path_factory.mktemp("tiny"))
     s = tiny.settings()

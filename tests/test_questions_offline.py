@@ -70,8 +70,9 @@ def test_offline_small_mix_and_degenerate_contexts(tmp_path):
 
 def test_rule_script_maps_rows_and_takes_first_n(tmp_path):
     src = tmp_path / "eval.jsonl"
-    rows = [{"id": f"fw{i}", "source": "fineweb", "doc_id": i, "continuation": "x",
-             "text": f"Doc {i}: The Northwind Company acquired Contoso in 2021 for 40 million dollars."} for i in range(3)]
+    text = "The Northwind Company acquired Contoso in 2021 for 40 million dollars."
+    rows = [{"id": f"fw{i}", "source": "fineweb", "doc_id": i, "continuation": "x", "text": f"Doc {i}: {text}"}
+            for i in range(3)]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     smk = {"input": {"contexts": str(src)}, "output": {"questions": str(tmp_path / "q.jsonl"),
                                                         "report": str(tmp_path / "q.report.json")},

@@ -82,8 +82,8 @@ def test_reasoning_in_think_tags_and_in_reasoning_content(tmp_path, stub_server)
 
 
 def test_malformed_json_is_repaired_without_sending_reasoning_back(tmp_path, stub_server):
-    stub_server.script("[ctx-00]", reply('{"questions": [ {"dimension": "main_topic",, ', reasoning_content="R1 SECRET"),
-                       reply(good(0)))
+    broken = reply('{"questions": [ {"dimension": "main_topic",, ', reasoning_content="R1 SECRET")
+    stub_server.script("[ctx-00]", broken, reply(good(0)))
     report, rows = run(tmp_path, stub_server, [ctx(0)])
     assert rows[0]["status"] == "ok" and report["repaired"] == 1 and report["valid"] == 0
     assert report["requests_sent"] == 2

@@ -9,8 +9,14 @@ import pandas as pd
 import pytest
 
 import results_fixture as rf
-from ctxcomp.report import build_ablation_report, build_lora_control_report, build_main_report, main_report_files
-from ctxcomp.report import collect, figures
+from ctxcomp.report import (
+    build_ablation_report,
+    build_lora_control_report,
+    build_main_report,
+    collect,
+    figures,
+    main_report_files,
+)
 from ctxcomp.report.index import sha256_file
 
 PNG = b"\x89PNG\r\n\x1a\n"

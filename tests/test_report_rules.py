@@ -4,7 +4,6 @@ category and a caption that renders for `snakemake --report`."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import jinja2
 import pytest

@@ -14,7 +14,7 @@ NAN = math.nan
 
 def _frame(rows):
     base = {"decoder": "dec", "size": "S", "params_b": 1.0, "cell": "x"}
-    cols = {t: NAN for t in collect.TASKS}
+    cols = dict.fromkeys(collect.TASKS, NAN)
     return pd.DataFrame([{**base, **cols, **r} for r in rows])
 
 

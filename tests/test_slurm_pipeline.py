@@ -26,7 +26,6 @@ import pytest
 
 from snakemake_helpers import copy_repo, snakemake_cmd
 
-
 # Without a Slurm these tests skip, and under CI=true they fail (tests/conftest.py, tests/slurm_helpers.py).
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -51,7 +50,8 @@ class SlurmRun:
     interrupted_job: str | None
 
     def slurm_jobs(self) -> dict[str, list[str]]:
-        """Slurm job ids per rule, from the plugin's log layout .snakemake/slurm_logs/rule_<rule>/<wildcards>/<id>.log."""
+        """Slurm job ids per rule, from the plugin's log layout
+        .snakemake/slurm_logs/rule_<rule>/<wildcards>/<id>.log."""
         jobs: dict[str, list[str]] = {}
         for log in (self.work / ".snakemake/slurm_logs").glob("rule_*/**/*.log"):
             rule = log.relative_to(self.work / ".snakemake/slurm_logs").parts[0].removeprefix("rule_")

@@ -2,15 +2,14 @@
 and the LoRA path with its save/load round trip."""
 from __future__ import annotations
 
-import torch
 import pytest
-
-from helpers_tiny import tiny_env
+import torch
 
 from ctxcomp.model.collate import Collator
 from ctxcomp.model.load import build_for_training, load_trained
 from ctxcomp.settings import CellTrainSettings
 from ctxcomp.train.engine import TorchEngine
+from helpers_tiny import tiny_env
 
 HEAD_PARAMS = {"head.memory", "head.markers", "head.adapter.norm.weight", "head.adapter.up.weight",
                "head.adapter.up.bias", "head.adapter.out.weight", "head.adapter.out.bias"}
@@ -128,12 +127,12 @@ def test_decoder_gradient_checkpointing_recomputes(tiny):
         for i, layer in enumerate(model.decoder.model.layers):
             # a pre-hook: the recomputation stops early (torch's checkpoint early stop) inside the MLP, as soon as
             # the last tensor backward needs exists, so a forward hook would not see it return
-            layer.mlp.register_forward_pre_hook(lambda *a, i=i: calls.append(i))
+            layer.mlp.register_forward_pre_hook(lambda *a, i=i, calls=calls: calls.append(i))
             assert not layer.mlp.training and not layer.self_attn.training  # no dropout anywhere in the decoder
         batch = collate(tiny.records(2))
         saved = []
 
-        def pack(t):
+        def pack(t, saved=saved):
             saved.append(t.numel() * t.element_size())
             return t
 

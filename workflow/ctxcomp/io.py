@@ -15,11 +15,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .config import REPO_ROOT, stable_hash
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -153,7 +155,7 @@ def versions() -> dict:
 def provenance(settings: Any = None) -> dict:
     """What made a result: settings and their hash, code commit, package versions, host and time."""
     out = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         **git_commit(),
         "versions": versions(),

@@ -178,7 +178,7 @@ def _norm(width: int, rows: int, keep_normed: bool, normed_bytes: int) -> int:
 def layer_saved_per_token(d: ArchDims, seq: int, prec: Precision, mode: str, lora: LoraSettings | None = None,
                           attn: str = "sdpa", masked: bool = True) -> int:
     """Bytes one self-attention layer keeps for backward per token. mode: full | lora | frozen."""
-    h, I, qw, kvw, b = d.hidden, d.intermediate, d.q_width, d.kv_width, prec.act
+    h, inter, qw, kvw, b = d.hidden, d.intermediate, d.q_width, d.kv_width, prec.act
     full = mode == "full"
     qkv, gate_up = (3, 2) if prec.cast_per_call else (1, 1)
     n = _norm(h, 1, full, prec.norm_out) + (qkv * prec.lin * h if full else 0)    # input norm, q/k/v input
@@ -186,7 +186,7 @@ def layer_saved_per_token(d: ArchDims, seq: int, prec: Precision, mode: str, lor
         n += _norm(qw, d.heads, full, b) + _norm(kvw, d.kv_heads, full, b)
     n += _attention(d, seq, b, attn, masked)
     n += _norm(h, 1, full, prec.norm_out) + (gate_up * prec.lin * h if full else 0)  # post-attention norm, MLP input
-    n += 3 * b * I + (b * I if full else 0)                                      # gate, silu(gate), up (+ product)
+    n += 3 * b * inter + (b * inter if full else 0)  # gate, silu(gate), up (+ product)
     if mode == "lora" and lora:
         n += _lora_saved(d, lora, b, prec.mask)
     return n

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 KINDS = ("qwen3", "llama3.2", "llama3.2-vision", "llama3-instruct")
 

@@ -74,7 +74,7 @@ class RunPaths:
     root: str
 
     @classmethod
-    def of(cls, run_name: str) -> "RunPaths":
+    def of(cls, run_name: str) -> RunPaths:
         return cls(f"results/{run_name}")
 
     # ------------------------------------------------------------------------------------------------ cells

@@ -86,6 +86,12 @@ def chunk_tokenizer_source():
     return tokenizer_dir(name) if is_built(name) else config["models"][name]["hf_id"]
 
 
+def chunk_tokenizer_param(wildcards, input):
+    """The chunk tokenizer as the job sees it: the built tokenizer among its inputs (a path derived from the
+    inputs, so that it holds on nodes without the shared filesystem too), else the hub id."""
+    return input.chunk_tokenizer[0] if input.chunk_tokenizer else chunk_tokenizer_source()
+
+
 # ----------------------------------------------------------------------------------------------------- resources
 
 
@@ -112,8 +118,13 @@ def model_resources(kind):
     def spec(wildcards):
         res = config["models"][wildcards.compressor][f"{kind}_resources"]
         gpu, nodes = res["gpu"], res["nodes"]
-        out = {"mem_mb": res["mem_mb"], "runtime": res["runtime"], "cpus_per_task": res["cpus_per_task"],
-               "nodes": nodes, **_slurm_extras(res, gpu)}
+        out = {
+            "mem_mb": res["mem_mb"],
+            "runtime": res["runtime"],
+            "cpus_per_task": res["cpus_per_task"],
+            "nodes": nodes,
+            **_slurm_extras(res, gpu),
+        }
         if nodes <= 1:
             out["gpu"] = gpu
         else:
@@ -126,8 +137,21 @@ def model_resources(kind):
     return {key: (lambda wc, key=key: spec(wc).get(key)) for key in _MODEL_RESOURCE_KEYS}
 
 
-_MODEL_RESOURCE_KEYS = ["gpu", "gres", "mem_mb", "runtime", "cpus_per_task", "nodes", "tasks", "tasks_per_gpu", "mpi",
-                        "slurm_partition", "gpu_model", "constraint", "slurm_account"]
+_MODEL_RESOURCE_KEYS = [
+    "gpu",
+    "gres",
+    "mem_mb",
+    "runtime",
+    "cpus_per_task",
+    "nodes",
+    "tasks",
+    "tasks_per_gpu",
+    "mpi",
+    "slurm_partition",
+    "gpu_model",
+    "constraint",
+    "slurm_account",
+]
 
 
 def cpu_resources(mem_mb=4000, runtime=60):
@@ -224,7 +248,25 @@ onstart:
 onerror:
     failed = getattr(getattr(workflow, "scheduler", None), "failed", None)
     if _STOP_SIGNALS and not failed:
-        print("Snakemake stopped on SIGTERM: the jobs that were running finished and their outputs are complete; "
-              "no job failed. Jobs not yet started were left for the next run: run the same command again to "
-              "continue.", file=sys.stderr)
+        print(
+            "Snakemake stopped on SIGTERM: the jobs that were running finished and their outputs are complete; "
+            "no job failed. Jobs not yet started were left for the next run: run the same command again to "
+            "continue.",
+            file=sys.stderr,
+        )
         raise SystemExit(143)
+
+
+# ---------------------------------------------------------------- data (workflow/rules/data.smk)
+def family_tokenizers():
+    """{model family: tokenizer source} of every compressor and decoder: FineWeb windows must hold L tokens of each."""
+    abl = config.get("ablation") or {}
+    names = [*config["compressors"], config["decoder"], *abl.get("compressors", []), *abl.get("decoders", [])]
+    out = {}
+    for n in names:
+        out.setdefault(config["models"][n]["family"], tokenizer_dir(n) if is_built(n) else config["models"][n]["hf_id"])
+    return out
+
+
+def family_tokenizer_inputs():
+    return sorted({src for src in family_tokenizers().values() if src.startswith(P.root)})

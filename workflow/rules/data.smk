@@ -1,32 +1,18 @@
 # Evaluation and training data, normalised to one record schema (see ctxcomp.data.records).
 
 
-def family_tokenizers():
-    """{model family: tokenizer source} of every compressor and decoder: FineWeb windows must hold L tokens of each."""
-    abl = config.get("ablation") or {}
-    names = [*config["compressors"], config["decoder"], *abl.get("compressors", []), *abl.get("decoders", [])]
-    out = {}
-    for n in names:
-        out.setdefault(config["models"][n]["family"], tokenizer_dir(n) if is_built(n) else config["models"][n]["hf_id"])
-    return out
-
-
-def family_tokenizer_inputs():
-    return sorted({src for src in family_tokenizers().values() if src.startswith(P.root)})
-
-
 rule prepare_fineweb:
     input:
         family_tokenizer_inputs(),
-        chunk_tokenizer_inputs(),
         local_data_inputs(config["data"]["fineweb"]),
+        chunk_tokenizer=chunk_tokenizer_inputs(),
     output:
         train=P.fineweb("train.jsonl"),
         eval=P.fineweb("eval.jsonl"),
         stats=P.fineweb("stats.json"),
     params:
         fineweb=config["data"]["fineweb"],
-        tokenizer=chunk_tokenizer_source(),
+        tokenizer=chunk_tokenizer_param,
         families=family_tokenizers(),
         segment=config["segment"],
         seed=config["seed"],

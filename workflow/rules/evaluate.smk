@@ -4,20 +4,20 @@
 
 rule evaluate_cell:
     input:
+        **({"musique": P.qa("musique")} if RAG_ENABLED else {}),
         model=P.train("final"),
         fineweb=P.fineweb("eval.jsonl"),
         faitheval=P.qa("faitheval"),
         conflictqa=P.qa("conflictqa"),
         sd_fineweb=P.questions("fineweb"),
         sd_faitheval=P.questions("faitheval"),
-        **({"musique": P.qa("musique")} if RAG_ENABLED else {}),
         models=lambda wc: model_inputs(wc.compressor, wc.decoder),
     output:
         **{task: P.eval_task(task) for task in EVAL_TASKS},
         **{f"{task}_samples": paths.samples_of(P.eval_task(task)) for task in EVAL_TASKS},
-        truncation=P.eval("rank_truncation.json"),
         **({"rag": P.eval("rag_musique.json")} if RAG_ENABLED else {}),
         **({"rag_samples": paths.samples_of(P.eval("rag_musique.json"))} if RAG_ENABLED else {}),
+        truncation=P.eval("rank_truncation.json"),
     params:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:
@@ -31,4 +31,3 @@ rule evaluate_cell:
         "../../envs/gpu.yaml"
     script:
         "../scripts/evaluate_cell.py"
-

@@ -117,7 +117,7 @@ def prepare(name: str, base: dict[str, Any], group: dict[str, Any], fresh: bool)
 #: mutmut forks one process per mutant from a process that has run the tests: an OpenMP or BLAS thread pool started
 #: there (torch's SVD, matrix products) deadlocks in the fork, which would end as a false "timeout" kill. One thread
 #: per mutant also fits `--jobs` mutants at once to as many cores.
-SINGLE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+SINGLE_THREAD = dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), "1")
 
 
 def _mutmut(work: Path, args: list[str], log: Path) -> None:

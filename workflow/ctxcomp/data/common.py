@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from .readers import ErrorLog, Row, hub_rows, iter_rows, resolve_path
 
@@ -40,7 +41,7 @@ class Funnel:
     def __init__(self, rules: dict[str, str]) -> None:
         self.rules = rules
         self.read = 0
-        self.dropped = {name: 0 for name in rules}
+        self.dropped = dict.fromkeys(rules, 0)
         self.examples: dict[str, list[str]] = {name: [] for name in rules}
 
     def drop(self, rule: str, origin: str) -> None:
@@ -60,7 +61,7 @@ class Funnel:
         }
 
 
-def unique_records(rows: Iterable[Any], make: Callable[[Any, "Funnel"], dict | None], funnel: "Funnel") -> list[dict]:
+def unique_records(rows: Iterable[Any], make: Callable[[Any, Funnel], dict | None], funnel: Funnel) -> list[dict]:
     """Records made from rows, in order; rows `make` rejects (None) and repeated ids are dropped and counted."""
     kept: list[dict] = []
     seen: set[str] = set()

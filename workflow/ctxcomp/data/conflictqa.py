@@ -27,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..config import fill_section
 from .common import Funnel, cap
@@ -185,7 +185,7 @@ def _stats(src: dict, parts: list[str], found: dict[str, list[str]], per_file: d
     return {
         "dataset": "conflictqa",
         "source": {k: src.get(k) for k in ("source", "path", "parts", "llms")},
-        "files": {p: llms for p, llms in found.items()},
+        "files": dict(found.items()),
         "rows_per_file": per_file,
         "parts_missing": missing,
         "parts_not_requested": not_requested,

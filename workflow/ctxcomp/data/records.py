@@ -15,7 +15,8 @@ import hashlib
 import os
 import re
 import string
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..io import write_jsonl
 from .readers import DataError, ErrorLog, make_validator

@@ -11,8 +11,8 @@ units (samples; contexts for semantic drift) and `distinguishable` = that interv
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

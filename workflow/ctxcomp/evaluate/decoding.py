@@ -6,12 +6,12 @@ token at the same column, which is what batched greedy decoding with a KV cache 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from ..model.compressor import ContextCompressor, positions_from_mask
 from ..model.collate import Collator
+from ..model.compressor import ContextCompressor, positions_from_mask
 
 
 def batches(n: int, size: int) -> list[range]:
@@ -62,7 +62,8 @@ def prompt_rows(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: S
 
 
 def score_continuations(model: ContextCompressor, zs: Sequence[torch.Tensor], prompts: Sequence[Sequence[int]],
-                        continuations: Sequence[Sequence[int]], task: str = "continue") -> tuple[list[float], list[int]]:
+                        continuations: Sequence[Sequence[int]],
+                        task: str = "continue") -> tuple[list[float], list[int]]:
     """Sum of log p(continuation | Z, prompt) per row, and the continuation's token count."""
     pre, pmask = prompt_rows(model, zs, prompts, task)
     n = max(1, max(len(c) for c in continuations))

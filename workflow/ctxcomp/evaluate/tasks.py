@@ -18,7 +18,8 @@ Numbers that cannot be computed (no rows) are None, never NaN.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -17,7 +17,7 @@ interval equals scipy's to rounding. All functions are pure; nothing reads files
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -18,7 +18,7 @@ import collections
 import math
 import re
 import string
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 _PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014", "\u2026"}
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

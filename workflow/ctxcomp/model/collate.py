@@ -13,7 +13,8 @@ and the reconstruction hypotheses do, so the BLEU reference is exactly the text 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

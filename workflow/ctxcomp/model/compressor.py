@@ -153,7 +153,7 @@ class ContextCompressor(nn.Module):
         self.decoder.requires_grad_(False)
         self.decoder.eval()
 
-    def train(self, mode: bool = True) -> "ContextCompressor":
+    def train(self, mode: bool = True) -> ContextCompressor:
         super().train(mode)
         self.decoder.eval()  # the decoder stays in eval mode (no dropout) whatever the trainer asks
         # transformers recomputes a checkpointed layer only when that layer is in training mode. Only the layer

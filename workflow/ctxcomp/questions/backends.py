@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from .cache import ReplyCache, request_key
 from .ratelimit import RateLimiter
@@ -36,9 +36,9 @@ class EndpointError(RuntimeError):
 @dataclass
 class Reply:
     content: str
-    reasoning_content: Optional[str] = None
-    finish_reason: Optional[str] = None
-    model: Optional[str] = None
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+    model: str | None = None
     usage: dict = field(default_factory=dict)
     cached: bool = False
 
@@ -67,12 +67,12 @@ def read_api_key(s: QuestionSettings) -> str:
     return key
 
 
-def secret_of(key: Optional[str]) -> Optional[str]:
+def secret_of(key: str | None) -> str | None:
     """The key as a secret to redact, or None when it is too short to be one."""
     return key if key and len(key) >= MIN_SECRET_LEN else None
 
 
-def redact(text: str, secret: Optional[str]) -> str:
+def redact(text: str, secret: str | None) -> str:
     """Remove the key from text that may carry it: error reasons (some error bodies echo request headers), log
     lines, provenance. Never applied to result data; a value shorter than MIN_SECRET_LEN is not a secret."""
     secret = secret_of(secret)
@@ -83,7 +83,7 @@ class RedactingFilter(logging.Filter):
     """Logging filter that takes the key out of every record a handler emits (the HTTP client logs headers at
     DEBUG level)."""
 
-    def __init__(self, secret: Optional[str]):
+    def __init__(self, secret: str | None):
         super().__init__()
         self.secret = secret_of(secret)
 
@@ -99,7 +99,7 @@ def _retryable(status: int) -> bool:
     return status in (408, 409, 429) or status >= 500
 
 
-def _retry_after(response: Any) -> Optional[float]:
+def _retry_after(response: Any) -> float | None:
     headers = getattr(response, "headers", None) or {}
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         try:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..io import atomic_write
 
@@ -44,7 +44,7 @@ class ReplyCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> Optional[dict]:
+    def get(self, key: str) -> dict | None:
         """The cached reply, or None; an unreadable file (e.g. left by a full disk) counts as a miss."""
         path = self.path(key)
         try:
@@ -61,7 +61,7 @@ class ReplyCache:
         record = {
             "format": CACHE_FORMAT,
             "key": key,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "request": request,
             "reply": reply,
         }

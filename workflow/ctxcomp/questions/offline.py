@@ -13,8 +13,8 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .schema import DIMENSIONS, UNANSWERABLE
 from .settings import QuestionSettings
@@ -34,7 +34,8 @@ became began brought built bought caught came chose drew drove fell felt found g
 lost made meant met paid ran rose said sang sent showed sold spoke spent stood took taught told thought threw won
 wrote
 """.split())
-_NOT_VERBS = frozenset("speed need seed bed feed indeed hundred breed red bred shed weed steed greed creed sled".split())
+_NOT_VERBS = frozenset(
+    "speed need seed bed feed indeed hundred breed red bred shed weed steed greed creed sled".split())
 _AUXILIARIES = frozenset("is are was were be been being has have had".split())
 _PRONOUNS = frozenset("he she it they him her them his its their this these".split())
 _PREPOSITIONS = frozenset("of in at on for with from by into about during after before near between".split())
@@ -236,7 +237,9 @@ def _fallback(p: _Passage) -> list[Candidate]:
             return f"Which word follows \"{p.words(i - 3, i, i)}\" in the passage?"
         if p.words(i + 1, i + 4, i):
             return f"Which word opens the sentence that continues \"{p.words(i + 1, i + 4, i)}\"?"
-        return "Which word opens the passage?" if i == 0 else f"Which word stands alone as sentence {p.toks[i].sent + 1}?"
+        if i == 0:
+            return "Which word opens the passage?"
+        return f"Which word stands alone as sentence {p.toks[i].sent + 1}?"
 
     return [(ask(i), p.span(i, i + 1)) for i in idx]
 

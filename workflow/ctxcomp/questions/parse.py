@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
@@ -27,7 +27,7 @@ class SplitReply:
     reasoning: str
 
 
-def split_reasoning(content: Optional[str], reasoning_content: Optional[str] = None) -> SplitReply:
+def split_reasoning(content: str | None, reasoning_content: str | None = None) -> SplitReply:
     """Separate inline `<think>` reasoning from the answer; also handles a reply whose opening tag was part of the
     chat template (so only `</think>`) appears, and an unterminated `<think>` (reply cut off while reasoning)."""
     text = content or ""
@@ -50,7 +50,7 @@ def extract_json(answer: str) -> Any:
     if not answer.strip():
         raise ParseError("the reply contained no answer after the reasoning (was it cut off at max_tokens?)")
     candidates = [m.group(1) for m in _FENCE.finditer(answer)] + [answer]
-    first_error: Optional[json.JSONDecodeError] = None
+    first_error: json.JSONDecodeError | None = None
     for text in candidates:
         start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
         if start < 0:

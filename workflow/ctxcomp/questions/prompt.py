@@ -6,7 +6,7 @@ the cache key (through the messages) and keeps older question sets reproducible.
 from __future__ import annotations
 
 import string
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .schema import DIMENSIONS
@@ -16,7 +16,7 @@ PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 MAX_PROBLEMS_SHOWN = 15
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(version: str) -> string.Template:
     """Read prompts/<version>.txt; a clear error lists the versions that exist."""
     path = PROMPT_DIR / f"{version}.txt"

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 
 class RateLimiter:
-    def __init__(self, requests_per_minute: Optional[float], clock: Callable[[], float] = time.monotonic,
+    def __init__(self, requests_per_minute: float | None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         self.interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
         self._clock = clock

@@ -11,7 +11,6 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Optional
 
 from tqdm import tqdm
 
@@ -35,11 +34,11 @@ MAX_PROBLEMS_IN_REASON = 5
 class Outcome:
     status: str  # "valid" (first try) | "repaired" | "failed"
     questions: list[dict] = field(default_factory=list)
-    reason: Optional[str] = None
+    reason: str | None = None
     attempts: int = 0
 
 
-def _generate_one(ctx: dict, s: QuestionSettings, backend: Backend, secret: Optional[str]) -> Outcome:
+def _generate_one(ctx: dict, s: QuestionSettings, backend: Backend, secret: str | None) -> Outcome:
     """Ask for one context's questions; re-ask with the list of problems until valid or `max_attempts` replies
     (the first ask included) have been judged. Request failures end the context at once; other errors propagate
     and stop the run."""
@@ -75,7 +74,7 @@ class QuestionsIncomplete(RuntimeError):
 
 
 @contextlib.contextmanager
-def _redacted_logs(secret: Optional[str]):
+def _redacted_logs(secret: str | None):
     """While questions are generated, every handler of the root logger drops the key from what it writes."""
     filt = RedactingFilter(secret)
     handlers = list(logging.getLogger().handlers)
@@ -119,10 +118,10 @@ def _row(ctx: dict, out: Outcome) -> QuestionRow:
             "status": "failed" if out.status == "failed" else "ok", "reason": out.reason, "questions": questions}
 
 
-def _run_all(contexts: list[dict], s: QuestionSettings, backend: Backend, secret: Optional[str]) -> list[Outcome]:
+def _run_all(contexts: list[dict], s: QuestionSettings, backend: Backend, secret: str | None) -> list[Outcome]:
     """Contexts in a thread pool; an unexpected error cancels the contexts not yet started (those in flight finish
     and so land in the cache) and propagates."""
-    outcomes: list[Optional[Outcome]] = [None] * len(contexts)
+    outcomes: list[Outcome | None] = [None] * len(contexts)
     workers = max(1, min(s.concurrency, len(contexts)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="questions") as pool, \
             tqdm(total=len(contexts), desc=f"questions ({s.backend})", unit="ctx", mininterval=1.0) as bar:
@@ -145,7 +144,7 @@ def generate_questions(contexts: list[dict], qcfg: dict, out_path: str, report_p
     s = QuestionSettings.from_partial(qcfg)
     _check_contexts(contexts)
     tally = Tally()
-    secret: Optional[str] = None
+    secret: str | None = None
     if s.backend == "openai":
         secret = read_api_key(s)
         backend: Backend = OpenAIBackend(s, ReplyCache(cache_dir), tally, RateLimiter(s.requests_per_minute), secret)

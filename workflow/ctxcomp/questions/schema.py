@@ -7,7 +7,7 @@ attaches to (modifier_scope). Unanswerable questions check that a reader does no
 """
 from __future__ import annotations
 
-from typing import Optional, TypedDict
+from typing import TypedDict
 
 DIMENSIONS: tuple[str, ...] = (
     "main_topic",
@@ -26,7 +26,7 @@ class Question(TypedDict):
     qid: str
     dimension: str
     question: str
-    answer: Optional[str]
+    answer: str | None
     answerable: bool
 
 
@@ -35,7 +35,7 @@ class QuestionRow(TypedDict):
     source: str
     context: str
     status: str  # "ok" | "failed"
-    reason: Optional[str]
+    reason: str | None
     questions: list[Question]
 
 

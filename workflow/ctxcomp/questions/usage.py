@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional
 
 from .settings import QuestionSettings
 
 
-def reply_tokens(usage: Optional[dict]) -> dict:
+def reply_tokens(usage: dict | None) -> dict:
     """prompt/completion/reasoning tokens from an OpenAI-style usage block (reasoning is part of completion)."""
     usage = usage or {}
     details = usage.get("completion_tokens_details") or {}
@@ -32,7 +31,7 @@ class Tally:
             self.requests_sent += 1
             self.retries += int(retry)
 
-    def reply(self, usage: Optional[dict], cached: bool) -> None:
+    def reply(self, usage: dict | None, cached: bool) -> None:
         tokens = reply_tokens(usage)
         with self._lock:
             if cached:
@@ -42,7 +41,7 @@ class Tally:
                 target[k] += v
 
     @staticmethod
-    def cost(tokens: dict, s: QuestionSettings) -> Optional[float]:
+    def cost(tokens: dict, s: QuestionSettings) -> float | None:
         """USD at the configured per-million-token prices; None when prices are not configured."""
         price = s.price_per_mtok
         if price is None or (price.input is None and price.output is None):

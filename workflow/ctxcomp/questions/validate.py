@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .schema import ALL_DIMENSIONS, DIMENSIONS, UNANSWERABLE
 from .settings import QuestionSettings
@@ -30,7 +30,7 @@ def normalize_ws(text: str) -> str:
     return " ".join(text.split())
 
 
-def find_span(context: str, answer: str) -> Optional[str]:
+def find_span(context: str, answer: str) -> str | None:
     """The raw context span equal to `answer` up to whitespace (runs of any whitespace match each other), or None."""
     tokens = answer.split()
     if not tokens:
@@ -39,7 +39,7 @@ def find_span(context: str, answer: str) -> Optional[str]:
     return m.group(0) if m else None
 
 
-def normalize_dimension(value: Any) -> Optional[str]:
+def normalize_dimension(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     name = re.sub(r"[\s\-]+", "_", value.strip().lower())

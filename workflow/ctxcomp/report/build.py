@@ -6,8 +6,8 @@ make and raises if an expected file was not produced, so a rule can never "succe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 

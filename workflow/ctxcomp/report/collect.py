@@ -293,7 +293,7 @@ class DynamicsFiles:
     train: Path | None = None         # train/dynamics.csv: erank/entropy of the training-time probe batch
 
     @classmethod
-    def of_run(cls, out: str | Path, cell: str | None) -> "DynamicsFiles":
+    def of_run(cls, out: str | Path, cell: str | None) -> DynamicsFiles:
         """The contract's paths for a dynamics cell of the run under `out`."""
         if not cell:
             return cls()
@@ -302,7 +302,7 @@ class DynamicsFiles:
         return cls(ck, Path(samples_of(ck)), Path(p.dynamics("train/dynamics.csv", cell)))
 
     @classmethod
-    def from_paths(cls, paths: list[str | Path]) -> "DynamicsFiles":
+    def from_paths(cls, paths: list[str | Path]) -> DynamicsFiles:
         """Pick the three files out of a rule's input list by their names."""
         by = {Path(p).name: Path(p) for p in paths}
         ck = by.get("checkpoints.csv")

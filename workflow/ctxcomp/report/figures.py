@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import itertools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -422,7 +422,7 @@ def fig4b_entropy_steps(dyn_df: pd.DataFrame | None, train_dyn_df: pd.DataFrame 
 
 def default_panel_ratio(ratios: Sequence[int]) -> int | None:
     """The ratio whose cells get their own panels in Fig. 4c: 16 (the paper's) if present, else the middle one."""
-    ratios = sorted(set(int(r) for r in ratios))
+    ratios = sorted({int(r) for r in ratios})
     if not ratios:
         return None
     return 16 if 16 in ratios else ratios[len(ratios) // 2]
@@ -458,7 +458,7 @@ def fig4c_entropy_drift(ed_df: pd.DataFrame, ratio: int | None = None) -> Plot:
     n = len(cells) + 1
     ncols = min(n, 4)
     fig, axes = new_figure(ncols, width=3.6, height=3.2, nrows=math.ceil(n / ncols), sharey=True)
-    src_colors = {s: c for s, c in zip(sorted(dict.fromkeys(ed_df["source"])) if len(ed_df) else [], _COLORS)}
+    src_colors = dict(zip(sorted(dict.fromkeys(ed_df["source"])) if len(ed_df) else [], _COLORS))
     by_cell = corrs.set_index(["cell", "source"]) if len(corrs) else None
     for ax, cell in zip(axes, cells + ["all"]):
         g = ed_df if cell == "all" else panel[panel["cell"] == cell]

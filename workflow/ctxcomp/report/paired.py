@@ -10,7 +10,7 @@ difference is one of the headline metric itself, not of a per-sentence proxy.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd

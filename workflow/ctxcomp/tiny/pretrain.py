@@ -9,16 +9,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..io import atomic_dir, write_json
 from ..train.schedule import lr_at
 from .build import build_model
 from .tokenizer import iter_corpus
 
+if TYPE_CHECKING:  # torch is imported where it is used: the module is imported by light entry points too
+    import torch
+
 log = logging.getLogger(__name__)
 
 
-def token_stream(corpus: str | Path, tokenizer) -> "torch.Tensor":
+def token_stream(corpus: str | Path, tokenizer) -> torch.Tensor:
     import torch
 
     texts = list(iter_corpus(corpus))
@@ -28,7 +32,7 @@ def token_stream(corpus: str | Path, tokenizer) -> "torch.Tensor":
     return torch.tensor(flat, dtype=torch.long)
 
 
-def windows(stream: "torch.Tensor", starts: list[int], seq_len: int, bos_id: int | None) -> "torch.Tensor":
+def windows(stream: torch.Tensor, starts: list[int], seq_len: int, bos_id: int | None) -> torch.Tensor:
     """(B, seq_len) training windows: [BOS] + seq_len - 1 stream tokens from each start (no BOS: seq_len tokens)."""
     import torch
 

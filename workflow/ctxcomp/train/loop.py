@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import os
 import random
@@ -55,7 +56,7 @@ class StopFlag:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -105,7 +106,7 @@ class Preempted(SystemExit):
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (the global state that third-party code draws from)
     torch.manual_seed(seed)
 
 
@@ -319,7 +320,7 @@ class Trainer:
                                 [self.probe_root, self.loss_partial, self.dyn_partial, self.board_dir],
                                 self.run_hash, self.rt.stale_checkpoints, max_steps)
         self.engine.barrier()
-        for step, path in reversed(ckpt.list_checkpoints(self.ckpt_root)):
+        for _step, path in reversed(ckpt.list_checkpoints(self.ckpt_root)):
             problems = self.engine.verify(path, self.rt.verify_checkpoints)
             if problems:
                 log.error("checkpoint %s is unusable: %s", path, "; ".join(problems[:5]))
@@ -412,7 +413,7 @@ class Trainer:
         # Probe checkpoints exist only for the dynamics cell; other cells get an empty directory with a note.
         self.probe_root.mkdir(parents=True, exist_ok=True)
         (self.probe_root / "README.json").write_text(
-            '{"keep_probe_checkpoints": %s}\n' % str(self.tr.keep_probe_checkpoints).lower())
+            json.dumps({"keep_probe_checkpoints": self.tr.keep_probe_checkpoints}) + "\n")
         if Path(out_probe).exists():
             import shutil
 
