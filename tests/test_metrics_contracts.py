@@ -33,7 +33,7 @@ def test_bootstrap_sums_in_float64_for_float32_input():
 
 
 def test_bootstrap_default_seed_is_zero_like_scipy_with_rng_zero():
-    flags = (np.arange(40) % 3 == 0).astype(float)
+    flags = np.random.default_rng(1).random(40)  # continuous: percentiles that depend on the draws
     res = sps.bootstrap((flags,), lambda x, axis: x.mean(axis=axis), n_resamples=1000, method="percentile",
                         vectorized=True, rng=np.random.default_rng(0))
     want = pytest.approx([res.confidence_interval.low, res.confidence_interval.high], rel=1e-12)
@@ -164,6 +164,11 @@ def test_numerical_rank_tolerance_is_numpys():
     assert want == [1, 1, 2]
     assert truncation.truncate_energy(z, 1.0)[1].tolist() == want
     assert truncation.truncate_energy(z.transpose(1, 2).contiguous(), 1.0)[1].tolist() == want
+    # the tolerance counts the matrix's rows and columns, not the batch: 60 memories of 2 x 50, sigma_2 = 1.2e-14
+    z = torch.zeros(60, 2, 50, dtype=torch.float64)
+    z[:, 0, 0], z[:, 1, 1] = 1.0, 1.2e-14
+    assert np.linalg.matrix_rank(z[0].numpy()) == 2
+    assert truncation.truncate_energy(z, 1.0)[1].tolist() == [2] * 60
 
 
 def test_energy_tolerance_is_four_eps_of_the_working_precision():
