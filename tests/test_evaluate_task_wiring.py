@@ -162,3 +162,182 @@ def test_semantic_drift_one_context_has_no_shuffled_control(monkeypatch):
     _, calls, summary, rows = _drift(monkeypatch, rows=ROWS[1:2])
     assert len(calls) == 2 and not any("shuffled_z" in r for r in rows)
     assert summary["controls"]["shuffled_z"]["value"] is None
+
+
+# ------------------------------------------------------------------------------------------ knowledge overwriting
+class WordTok:
+    """Word-level tokenizer double: one id per whitespace word, BOS unless add_special_tokens=False."""
+    eos_token_id = EOS
+
+    def __init__(self):
+        self.vocab = {}
+
+    def __call__(self, text, add_special_tokens=True):
+        words = [self.vocab.setdefault(w, 100 + len(self.vocab)) for w in text.split(" ")]
+        return {"input_ids": ([1] if add_special_tokens else []) + words}
+
+
+KO = [
+    {"id": "k1", "question": "Who is he?", "context": "c one", "candidates": ["Paris", "New York City"],
+     "correct_index": 0},
+    {"id": "k2", "question": "Where is it?", "context": "c two", "candidates": ["Rome", " Milan "], "correct_index": 1},
+    {"id": "k3", "question": "What?", "context": "c three", "candidates": ["mice"], "correct_index": 0},
+]
+# summed log-likelihood per (memory seen, candidate): own memory, another question's memory, no memory
+LOGLIK = {("own", "Paris"): -3.0, ("own", "New York City"): -4.5, ("own", "Rome"): -1.0, ("own", "Milan"): -2.0,
+          ("own", "mice"): -0.5, ("shuf", "Paris"): -9.0, ("shuf", "New York City"): -1.0, ("shuf", "Rome"): -3.0,
+          ("shuf", "Milan"): -1.0, ("shuf", "mice"): -1.0, ("none", "Paris"): -5.0, ("none", "New York City"): -2.0,
+          ("none", "Rome"): -1.0, ("none", "Milan"): -6.0, ("none", "mice"): -2.0}
+MEM_ROWS = {"k1": 6, "k2": 2, "k3": 4}  # memory vectors per context (M x segments)
+
+
+def _ko(monkeypatch, zs=None, **kw):
+    tok = WordTok()
+    model = Model()
+    collate = Collate(tok)
+    memories = [torch.full((MEM_ROWS[r["id"]], 3), float(k)) for k, r in enumerate(KO)]
+    batches_seen, labels = [], []
+
+    def stub_compress(m, c, texts, max_segments, batch_size):
+        assert m is model and c is collate and max_segments == 3 and batch_size == 2
+        assert texts == [r["context"] for r in KO]
+        return memories
+
+    def stub_score(m, mems, prompt_ids, cands, max_rows):
+        assert m is model
+        by_prompt = {tuple(tok(f"Question: {r['question']}\nAnswer:", add_special_tokens=False)["input_ids"]): k
+                     for k, r in enumerate(KO)}
+        out, seen = [], []
+        for z, p, cs in zip(mems, prompt_ids, cands):
+            k = by_prompt[tuple(p)]
+            seen.append(KO[k]["id"])
+            kind = "none" if z.shape[0] == 0 else "own" if z is memories[k] else "shuf"
+            texts = [c.strip() for c in KO[k]["candidates"]]
+            want = [tok(" " + t, add_special_tokens=False)["input_ids"] for t in texts]
+            assert [list(c) for c in cs] == want  # " candidate", no special tokens
+            out.append([(LOGLIK[kind, t], len(t.split())) for t in texts])
+        batches_seen.append(seen)
+        return out
+
+    monkeypatch.setattr(tasks, "compress_texts", stub_compress)
+    monkeypatch.setattr(tasks, "score_candidates", stub_score)
+    monkeypatch.setattr(tasks, "_progress", lambda it, desc: labels.append(desc) or it)
+    summary, rows = tasks.knowledge_overwriting(model, collate, KO, 2, 3, zs, **kw)
+    return memories, batches_seen, labels, summary, rows
+
+
+def test_knowledge_overwriting_rows(monkeypatch):
+    boot = ctl.Bootstrap(resamples=30, seed=11)
+    _, batches_seen, labels, summary, rows = _ko(monkeypatch, boot=boot, controls=True)
+    # prefix lengths (memory rows + prompt words): k1 6 + 4, k2 2 + 4, k3 4 + 2 -> k2 (6), k3 (6, later), k1 (10)
+    assert batches_seen[:2] == [["k2", "k3"], ["k1"]]
+    assert labels == ["knowledge", "knowledge (shuffled Z)", "knowledge (no memory)"]
+    keys = {"id", "correct_index", "loglik_sum", "loglik_norm", "pred_sum", "pred_norm", "correct", "correct_norm",
+            "margin", "memory_vectors", "shuffled_z", "no_memory"}
+    assert all(set(r) == keys for r in rows)
+    k1, k2, k3 = rows
+    assert [r["id"] for r in rows] == ["k1", "k2", "k3"] and [r["correct_index"] for r in rows] == [0, 1, 0]
+    assert k1["loglik_sum"] == [-3.0, -4.5] and k1["loglik_norm"] == [-3.0, -1.5]  # per word: 1 and 3 words
+    assert (k1["pred_sum"], k1["pred_norm"], k1["correct"], k1["correct_norm"]) == (0, 1, True, False)
+    assert (k2["pred_sum"], k2["pred_norm"], k2["correct"], k2["correct_norm"]) == (0, 0, False, False)
+    assert (k3["pred_sum"], k3["pred_norm"], k3["correct"], k3["correct_norm"]) == (0, 0, True, True)
+    assert [r["margin"] for r in rows] == [1.5, -1.0, None]  # one candidate: nothing to beat
+    assert [r["memory_vectors"] for r in rows] == [6, 2, 4]
+    perm = ctl.derangement(3, 11)
+    assert [r["shuffled_z"]["z_of"] for r in rows] == [KO[j]["id"] for j in perm]
+    assert all(set(r["shuffled_z"]) == {"z_of", "pred", "correct"} for r in rows)
+    assert [(r["shuffled_z"]["pred"], r["shuffled_z"]["correct"]) for r in rows] == [(1, False), (1, True), (0, True)]
+    assert all(set(r["no_memory"]) == {"pred", "correct", "loglik_sum"} for r in rows)
+    assert [(r["no_memory"]["pred"], r["no_memory"]["correct"]) for r in rows] == [(1, False), (0, False), (0, True)]
+    assert k1["no_memory"]["loglik_sum"] == [-5.0, -2.0]
+    assert summary["value"] == pytest.approx(2 / 3) and summary["n"] == 3
+    assert summary["controls"]["chance"]["value"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    assert summary["bootstrap"]["seed"] == 11
+
+
+def test_knowledge_overwriting_given_memories_no_controls(monkeypatch):
+    memories = [torch.full((MEM_ROWS[r["id"]], 3), float(k)) for k, r in enumerate(KO)]
+    calls = []
+    monkeypatch.setattr(tasks, "compress_texts", lambda *a: calls.append(a))
+    monkeypatch.setattr(tasks, "score_candidates",
+                        lambda m, mems, p, cands, max_rows: [[(-float(len(c)), len(c)) for c in cs] for cs in cands])
+    summary, rows = tasks.knowledge_overwriting(Model(), Collate(WordTok()), KO, 2, 3, memories)
+    assert not calls  # the given memories are used as they are
+    assert "controls" not in summary and not any("shuffled_z" in r or "no_memory" in r for r in rows)
+    # fewer words scores higher here: k1 Paris (right), k2 Rome (wrong), k3 mice
+    assert [r["correct"] for r in rows] == [True, False, True]
+
+
+# ------------------------------------------------------------------------------------------------ reconstruction
+class ReconCollate:
+    """window_split double: the first three words of text + continuation are the segment (one id per word)."""
+
+    def __init__(self):
+        self.dec_tok = Tok()
+        self.split_args = []
+
+    def window_split(self, text, continuation):
+        self.split_args.append((text, continuation))
+        words = (text + continuation).split(" ")
+        return [len(w) for w in words[:3]], " ".join(words[:3]), " ".join(words[3:])
+
+
+def test_reconstruction_rows(monkeypatch):
+    import sacrebleu
+
+    records = [{"id": "s1", "text": "the cat sat down", "continuation": " later"},
+               {"id": "s2", "text": "a dog ran"},
+               {"id": "s3", "text": "birds fly high above"}]
+    collate, model = ReconCollate(), Model()
+    memories = [torch.full((2, 3), float(k)) for k in range(3)]
+    labels, generated = [], []
+
+    def stub_compress(m, c, segs, batch_size):
+        assert m is model and c is collate and batch_size == 2
+        assert segs == [[3, 3, 3], [1, 3, 3], [5, 3, 4]]
+        return memories
+
+    def stub_generate(m, zs, prompt_ids, max_new, eos, task):
+        assert m is model and max_new == 12 and eos == EOS and task == "reconstruct"
+        assert prompt_ids == [[] for _ in zs] and len(zs) <= 2  # nothing after the memory
+        out = []
+        for z in zs:
+            k = int(z[0, 0])
+            own = any(z is mem for mem in memories) and generated.count(k) == 0
+            generated.append(k)
+            text = ["the cat sat", "a dog", "birds fly high"][k] if own else "zz"
+            out.append([1] + ids(text) + [EOS])  # BOS/EOS are dropped by skip_special_tokens
+        return out
+
+    monkeypatch.setattr(tasks, "compress_segments", stub_compress)
+    monkeypatch.setattr(tasks, "greedy_generate", stub_generate)
+    monkeypatch.setattr(tasks, "_progress", lambda it, desc: labels.append(desc) or it)
+    summary, rows = tasks.reconstruction(model, collate, records, 2, 12, boot=ctl.Bootstrap(20, 4), controls=True)
+    assert collate.split_args == [("the cat sat down", " later"), ("a dog ran", ""), ("birds fly high above", "")]
+    assert labels == ["reconstruct", "reconstruct (shuffled Z)"]
+    keys = {"id", "reference", "hypothesis", "sentence_bleu", "new_tokens", "segment_tokens", "shuffled_z"}
+    assert all(set(r) == keys for r in rows)
+    assert [r["id"] for r in rows] == ["s1", "s2", "s3"]
+    assert [r["reference"] for r in rows] == ["the cat sat", "a dog ran", "birds fly high"]
+    assert [r["hypothesis"] for r in rows] == ["the cat sat", "a dog", "birds fly high"]
+    assert [r["new_tokens"] for r in rows] == [13, 7, 16]  # generated ids, BOS and EOS included
+    assert [r["segment_tokens"] for r in rows] == [3, 3, 3]
+    for r in rows:
+        ref = sacrebleu.metrics.BLEU(effective_order=True).sentence_score(r["hypothesis"], [r["reference"]])
+        assert r["sentence_bleu"] == pytest.approx(ref.score / 100)
+    perm = ctl.derangement(3, 4)
+    assert [r["shuffled_z"]["z_of"] for r in rows] == [records[j]["id"] for j in perm]
+    assert all(set(r["shuffled_z"]) == {"z_of", "hypothesis", "sentence_bleu"} for r in rows)
+    assert [r["shuffled_z"]["hypothesis"] for r in rows] == ["zz"] * 3
+    assert [r["shuffled_z"]["sentence_bleu"] for r in rows] == [0.0] * 3
+    assert summary["n"] == 3 and "shuffled_z" in summary["controls"]
+
+
+def test_reconstruction_defaults_have_no_control(monkeypatch):
+    collate = ReconCollate()
+    monkeypatch.setattr(tasks, "compress_segments", lambda m, c, segs, b: [torch.zeros(2, 3) for _ in segs])
+    monkeypatch.setattr(tasks, "greedy_generate", lambda m, zs, p, n, e, t: [ids("a b") for _ in zs])
+    summary, rows = tasks.reconstruction(Model(), collate, [{"id": "s", "text": "a b c"}, {"id": "t", "text": "d"}],
+                                         2, 5)
+    assert "controls" not in summary and not any("shuffled_z" in r for r in rows)
+    assert summary["bootstrap"]["seed"] == 0
