@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         g["date"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         g["commit"] = _commit()
         g["mode"] = mode
+        # Re-read what is there now: a run of another group that ended meanwhile keeps its entry.
+        if OUT_JSON.exists():
+            results["groups"] = json.loads(OUT_JSON.read_text())["groups"]
         results["groups"][name] = g
         results["groups"] = {k: results["groups"][k] for k in groups if k in results["groups"]}
         OUT_JSON.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
