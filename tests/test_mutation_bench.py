@@ -110,3 +110,27 @@ def test_sample_is_stratified_seeded_and_scored_with_an_interval():
     z = 1.959964
     half = z * (0.125 + z * z / 16) ** 0.5 / (1 + z * z / 2)
     assert y["score_ci95"] == pytest.approx([0.5 - half, 0.5 + half])
+
+
+def test_survivor_rerun_keeps_the_verdicts_mutmut_reset(tmp_path):
+    """mutmut resets every verdict when its configuration (the test list) changes: after re-testing the survivors,
+    mutants detected before in an unchanged function get their verdict back; re-tested ones, and ones whose
+    function changed, keep what the new run says."""
+    import json
+
+    meta = tmp_path / "mutants" / "src" / "ctxcomp" / "m.py.meta"
+    meta.parent.mkdir(parents=True)
+    names = {k: f"ctxcomp.m.x_{f}__mutmut_{k}" for k, f in [(1, "f"), (2, "f"), (3, "g"), (4, "f"), (5, "f")]}
+    before = {"exit_code_by_key": {names[1]: 1, names[2]: 0, names[3]: 36, names[4]: 1, names[5]: 0},
+              "hash_by_function_name": {"x_f": "aaa", "x_g": "bbb"}}
+    meta.write_text(json.dumps(before))
+    state = mutation._meta_state(tmp_path)
+    assert state[names[3]] == (36, "bbb")
+    # the re-run of the survivors (2, 5): 2 now killed, 5 still survives; mutmut reset 1 and 4 and 3, and g changed
+    meta.write_text(json.dumps({"exit_code_by_key": {names[1]: None, names[2]: 1, names[3]: None, names[4]: 0,
+                                                     names[5]: 0},
+                                "hash_by_function_name": {"x_f": "aaa", "x_g": "ccc"}}))
+    restored = mutation.restore_detected(tmp_path, state, {names[2], names[5]})
+    assert sorted(restored) == [names[1], names[4]]
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    assert codes == {names[1]: 1, names[2]: 1, names[3]: None, names[4]: 1, names[5]: 0}

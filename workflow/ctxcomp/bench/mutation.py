@@ -8,7 +8,8 @@ laid out for mutmut: mutmut names a module after its path below `src/`, so there
 the mutants are `ctxcomp.*`, the names the tests import; the rest of the checkout the tests read (configs, schemas,
 presets) is linked into mutmut's copy `mutants/`, and `mutants/workflow/ctxcomp` is the mutated package. A fresh
 work dir is made for every run unless `--keep` (mutmut then reuses its verdicts for unchanged functions) or
-`--survivors` (re-test only the mutants that survived last time, after tests were added). Writes
+`--survivors` (re-test only the mutants that survived last time, after tests were added; the verdicts of mutants
+detected before, which mutmut resets when the test list changes, are kept where their function is unchanged). Writes
 RESULTS-mutation.json (the numbers and every survivor's diff; groups not run keep their last entry) and
 RESULTS-mutation.md beside this file.
 
@@ -145,6 +146,44 @@ def verdicts(work: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _meta_state(work: Path) -> dict[str, tuple[int | None, str | None]]:
+    """mutant name -> (mutmut's exit code, hash of the mutated function's source), from the .meta files."""
+    out = {}
+    for meta in sorted((work / "mutants" / "src" / "ctxcomp").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        hashes = data.get("hash_by_function_name", {})
+        for mutant, code in data["exit_code_by_key"].items():
+            out[mutant] = (code, hashes.get(mutant.partition("__mutmut_")[0].rsplit(".", 1)[-1]))
+    return out
+
+
+def restore_detected(work: Path, before: dict[str, tuple[int | None, str | None]], retested: set[str]) -> list[str]:
+    """Give back the verdicts of detected mutants that a re-run of `retested` reset. mutmut invalidates every result
+    when its configuration changes (the group's test list grew), but a mutant the tests detected before, in a
+    function whose source is unchanged, is detected by a superset of those tests too. Returns the restored names."""
+    from mutmut.stats import status_by_exit_code
+
+    restored = []
+    for meta in sorted((work / "mutants" / "src" / "ctxcomp").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        hashes = data.get("hash_by_function_name", {})
+        changed = False
+        for mutant, code in data["exit_code_by_key"].items():
+            old_code, old_hash = before.get(mutant, (None, None))
+            if mutant in retested or old_code is None or status_by_exit_code[old_code] not in DETECTED:
+                continue
+            if status_by_exit_code[code] in DETECTED:
+                continue
+            if old_hash is None or hashes.get(mutant.partition("__mutmut_")[0].rsplit(".", 1)[-1]) != old_hash:
+                continue
+            data["exit_code_by_key"][mutant] = old_code
+            restored.append(mutant)
+            changed = True
+        if changed:
+            meta.write_text(json.dumps(data))
+    return restored
+
+
 def diffs(work: Path, names: list[str]) -> dict[str, str]:
     """The unified diff of each mutant against the original function (mutmut's own `show`)."""
     if not names:
@@ -264,7 +303,9 @@ def run_group(name: str, base: dict[str, Any], group: dict[str, Any], jobs: int,
         tested = set(json.loads(sample_file.read_text())) if sample_file.exists() else None
         again = [m for m, (_, s) in verdicts(work).items() if s not in DETECTED and (tested is None or m in tested)]
         if again:
+            before = _meta_state(work)
             _mutmut(work, ["run", "--max-children", str(jobs), *again], log)
+            restore_detected(work, before, set(again))
     elif fraction < 1:
         generate(work, jobs)
         tested = draw_sample(verdicts(work), fraction, name)
