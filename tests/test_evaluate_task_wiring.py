@@ -3,6 +3,7 @@ are compressed and with which limits, what reaches the decoder (memories, prompt
 the shuffled-Z control only when asked for, and every row field against hand-derived values."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,8 +25,14 @@ class Tok:
     def __call__(self, text, add_special_tokens=True):
         return {"input_ids": ([1] if add_special_tokens else []) + [ord(c) for c in text]}
 
+    clean_up_tokenization_spaces = True  # the tokenizer's own default, used when a caller passes None
+
     def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
-        return "".join(chr(i) for i in ids if i > 3 or not skip_special_tokens)
+        s = "".join(chr(i) for i in ids if i > 3 or not skip_special_tokens)
+        clean = clean_up_tokenization_spaces
+        if clean is None:
+            clean = self.clean_up_tokenization_spaces
+        return s.replace(" .", ".") if clean else s
 
     def apply_chat_template(self, messages, tokenize, add_generation_prompt, enable_thinking):
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
@@ -70,8 +77,9 @@ ROWS = [
     {"context_id": "c3", "status": "failed", "context": "x y z", "questions": [q("e", "Why?", "z")]},
     {"context_id": "c4", "status": "ok", "context": "p q r", "questions": []},
 ]
-SAID = {"What did the cat do?": "it sat on the mat", "What color was the cat?": "unanswerable",
-        "When?": "today\nand more", "What do dogs do?": "they swim"}
+# " ." stays as generated (no clean-up); the answer ends at its first newline (a token may hold several)
+SAID = {"What did the cat do?": "it sat on the mat .", "What color was the cat?": "unanswerable",
+        "When?": "today\nand\nmore", "What do dogs do?": "they swim"}
 
 
 def _drift(monkeypatch, chat=False, controls=True, rows=ROWS, **kw):
@@ -125,7 +133,7 @@ def test_semantic_drift_rows(monkeypatch, chat):
     a, b, c, d = rows
     assert (a["context_id"], a["question"], a["gold"], a["dimension"]) == ("c1", "What did the cat do?", "sat on",
                                                                          "main_topic")
-    assert [r["prediction"] for r in rows] == ["it sat on the mat", "unanswerable", "today", "they swim"]
+    assert [r["prediction"] for r in rows] == ["it sat on the mat .", "unanswerable", "today", "they swim"]
     assert [r["correct"] for r in rows] == [True, True, True, False]
     # EM: answerable -> exact match; unanswerable -> abstained
     assert [r["em"] for r in rows] == [False, True, True, False]
@@ -341,3 +349,65 @@ def test_reconstruction_defaults_have_no_control(monkeypatch):
                                          2, 5)
     assert "controls" not in summary and not any("shuffled_z" in r for r in rows)
     assert summary["bootstrap"]["seed"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ rank truncation
+def _numpy_rank(a, energy):
+    s = np.linalg.svd(a, compute_uv=False)
+    share = np.cumsum(s ** 2) / np.sum(s ** 2)
+    return int(np.argmax(share >= energy) + 1)
+
+
+def test_rank_truncation_memories_against_numpy_svd(monkeypatch):
+    """One dataset of two contexts (2 and 1 segments of M = 2 vectors, d = 3): the memories each variant scores,
+    against numpy's float64 SVD, and the ranks it reports."""
+    rng = np.random.default_rng(5)
+    # singular values well apart, so energy 0.8 keeps a clear k
+    zs = [torch.tensor(rng.normal(size=(4, 3)) * [4.0, 1.0, 0.3], dtype=torch.float32),
+          torch.tensor(rng.normal(size=(2, 3)) * [3.0, 0.5, 0.1], dtype=torch.float32)]
+    recs = [{"id": "a", "context": "ctx a"}, {"id": "b", "context": "ctx b"}]
+
+    class M:
+        num_memory = 2
+
+    model, collate = M(), Collate(WordTok())
+    boot = ctl.Bootstrap(resamples=10, seed=3)
+    seen = []
+
+    def stub_compress(m, c, texts, max_segments, batch_size):
+        assert m is model and c is collate and texts == ["ctx a", "ctx b"] and max_segments == 2 and batch_size == 4
+        return zs
+
+    def stub_ko(m, c, records, batch_size, max_segments, memories, *, boot):
+        assert m is model and c is collate and records is recs and batch_size == 4 and max_segments == 2
+        assert boot.seed == 3
+        seen.append([z.clone() for z in memories])
+        return {"value": 0.1 * len(seen), "ci95": [0.0, 1.0]}, []
+
+    monkeypatch.setattr(tasks, "compress_texts", stub_compress)
+    monkeypatch.setattr(tasks, "knowledge_overwriting", stub_ko)
+    out = tasks.rank_truncation(model, collate, {"set": recs}, [0.8], 4, 2, boot=boot)
+    full, per_sample, batch = seen
+    assert all(torch.equal(a, b) for a, b in zip(full, zs))
+    assert out["full_rank"] == {"ko_set": pytest.approx(0.1)}
+    # per sample: each memory cut to its own top-k
+    ranks = []
+    for z, cut in zip(zs, per_sample):
+        a = z.double().numpy()
+        k = _numpy_rank(a, 0.8)
+        ranks.append(k)
+        u, s, vt = np.linalg.svd(a, full_matrices=False)
+        assert cut.numpy() == pytest.approx((u[:, :k] * s[:k]) @ vt[:k], abs=1e-5)
+    # batch: the three segment memories flattened to M·d = 6 and projected on the stack's top-k directions
+    stack = np.concatenate([z.double().numpy().reshape(-1, 6) for z in zs])
+    kb = _numpy_rank(stack, 0.8)
+    _, _, vt = np.linalg.svd(stack, full_matrices=False)
+    for z, cut in zip(zs, batch):
+        f = z.double().numpy().reshape(-1, 6)
+        assert cut.shape == z.shape
+        assert cut.double().numpy().reshape(-1, 6) == pytest.approx(f @ vt[:kb].T @ vt[:kb], abs=1e-5)
+    rows = out["results"]
+    assert [(r["variant"], r["energy"]) for r in rows] == [("per_sample", 0.8), ("batch", 0.8)]
+    assert rows[0]["rank_set"] == pytest.approx(sum(ranks) / 2) and rows[1]["rank_set"] == kb
+    assert rows[0]["mean_rank"] == rows[0]["rank_set"] and rows[1]["mean_rank"] == kb  # one dataset
+    assert rows[0]["ko_set"] == pytest.approx(0.2) and rows[0]["ko_set_ci95"] == [0.0, 1.0]
