@@ -411,3 +411,19 @@ def test_rank_truncation_memories_against_numpy_svd(monkeypatch):
     assert rows[0]["rank_set"] == pytest.approx(sum(ranks) / 2) and rows[1]["rank_set"] == kb
     assert rows[0]["mean_rank"] == rows[0]["rank_set"] and rows[1]["mean_rank"] == kb  # one dataset
     assert rows[0]["ko_set"] == pytest.approx(0.2) and rows[0]["ko_set_ci95"] == [0.0, 1.0]
+
+
+def test_drift_stop_ids_without_an_eos_token(monkeypatch):
+    """A tokenizer without EOS: the decoder's end-of-turn ids and the newline token stop an answer, nothing else."""
+    tok = Tok()
+    tok.eos_token_id = None
+    seen = []
+    monkeypatch.setattr(tasks, "compress_texts", lambda m, c, t, s, b: [torch.zeros(2, 3) for _ in t])
+
+    def stub_generate(m, zs, p, o, n, stop, t, b):
+        seen.append(set(stop))
+        return [ids("x") for _ in p]
+
+    monkeypatch.setattr(tasks, "generate_shared", stub_generate)
+    tasks.semantic_drift(Model(), Collate(tok), ROWS[:1], 5, 2, 9)
+    assert seen == [{TURN_END, NL}]
