@@ -143,5 +143,5 @@ def test_editing_one_cell_reruns_only_that_cell(tiny_run):
     proc = run_snakemake(["--profile", "profiles/tiny", "paper", "-n", "--quiet", "rules"], cwd=tiny_run)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train_compressor"] == 1
-    assert counts["evaluate_cell"] == 1 and counts["probe_cell"] == 1
+    assert counts["evaluate_cell"] == 1 and "probe_dynamics" not in counts
     assert "pretrain_base" not in counts and "prepare_fineweb" not in counts
