@@ -167,12 +167,15 @@ def test_scripts_run_with_snakemake_object(tmp_path):
     report = Path(args["out"]) / "report"
     main_out = [str(report / f"table2.{e}") for e in ("md", "csv", "tex")]
     _run_script("report_main.py", {"out": args["out"], "cells": args["cells"], "dynamics_cell": args["dynamics_cell"],
-                                   "models": args["models"], "config_hash": "h1"}, main_out, tmp_path / "main.log",
+                                   "models": args["models"], "config_hash": "h1", "note": ""}, main_out,
+                tmp_path / "main.log",
                 {"dynamics": []})
     _run_script("report_ablation.py", {"out": args["out"], "cells": args["ablation_cells"], "models": args["models"],
-                                       "config_hash": "h2"}, args["ablation_outputs"], tmp_path / "abl.log")
+                                       "config_hash": "h2", "note": "A preset note."}, args["ablation_outputs"],
+                tmp_path / "abl.log")
     _run_script("report_lora_control.py", {"out": args["out"], "pairs": [list(p) for p in args["lora_pairs"]],
                                            "models": args["models"]}, args["lora_outputs"], tmp_path / "lora.log")
     assert all(Path(p).exists() for p in main_out + args["ablation_outputs"] + args["lora_outputs"])
     assert "`h2`" in (report / "ablation_index.md").read_text()
+    assert "\n> A preset note.\n" in (report / "ablation_index.md").read_text()
     assert "wrote" in (tmp_path / "main.log").read_text()

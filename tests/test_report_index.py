@@ -92,3 +92,12 @@ def test_write_index(tmp_path):
     assert got == path and path.read_text(encoding="utf-8").startswith("# Decoder ablation report\n")
     assert "`h9`" in path.read_text() and "—" in path.read_text(encoding="utf-8")
     assert sorted(p.name for p in path.parent.iterdir()) == ["index.md"]  # no temporary left
+
+
+def test_the_config_note_goes_under_the_title(tmp_path):
+    text = index.render_index("Main report", tmp_path, [], "h", pd.DataFrame(), commit={"commit": "c"},
+                              note="  Tiny preset: a functional check.\n")
+    assert text.startswith(f"# Main report\n\n> Tiny preset: a functional check.\n\n- Results directory: "
+                           f"`{tmp_path.as_posix()}`\n")
+    assert index.render_index("T", tmp_path, [], "h", pd.DataFrame(), commit={"commit": "c"}, note=" \n") \
+        == index.render_index("T", tmp_path, [], "h", pd.DataFrame(), commit={"commit": "c"})

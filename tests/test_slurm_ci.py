@@ -53,14 +53,15 @@ def _pytest_without_slurm(tmp_path: Path, ci: str | None) -> subprocess.Complete
     """The slurm-marked pipeline test with no `sinfo` on PATH."""
     bin_dir = tmp_path / "bin"  # only python: no sinfo
     bin_dir.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    # PYTEST_ADDOPTS of the outer run (e.g. another -r) must not change what this inner run reports
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS")}
     env["PATH"] = os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])
     if shutil.which("sinfo", path=env["PATH"]):
         env["PATH"] = str(bin_dir)
     if ci is not None:
         env["CI"] = ci
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_slurm_pipeline.py", "-k", "completes"], cwd=ROOT, capture_output=True,
+                           "-rs", "tests/test_slurm_pipeline.py", "-k", "completes"], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=300)
 
 

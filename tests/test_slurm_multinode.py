@@ -35,6 +35,7 @@ DRIVER = textwrap.dedent("""
     import json, os, sys
     sys.path[:0] = [{tests!r}, {pkg!r}]
     from helpers_tiny import TinyEnv
+    from ctxcomp.settings import CellTrainSettings
     from ctxcomp.train import launch
     root, run, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
     for k in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_JOB_ID"]:
@@ -43,7 +44,8 @@ DRIVER = textwrap.dedent("""
     # keep_final_checkpoints: the first job's checkpoint is inspected after the second job has finished
     s = env.settings(engine="deepspeed", max_steps=steps, checkpoint_every=10**6, probe_every=10,
                      keep_final_checkpoints=True)
-    s["compressor"].update(gpus=1, nodes=2)
+    s = CellTrainSettings.of(s)
+    s = s.replace(compressor=s.compressor.replace(gpus=1, nodes=2))
     print("COMMAND " + json.dumps(launch.launch_command(s, "ARGS")), flush=True)
     launch.launch_training(s, str(env.train), str(env.probe), run, env.outputs(run), engine="deepspeed")
 """)

@@ -15,6 +15,7 @@ rule report_main:
         dynamics_cell=DYNAMICS_CELL.path if DYNAMICS_CELL else None,
         models=REPORT_MODELS,
         config_hash=C.results_hash(config),
+        note=config["report_note"],
     log:
         P.log("report_main"),
     resources:
@@ -35,6 +36,7 @@ rule report_ablation:
         cells=[c.path for c in ABLATION_CELLS],
         models=REPORT_MODELS,
         config_hash=C.results_hash(config),
+        note=config["report_note"],
     log:
         P.log("report_ablation"),
     resources:

@@ -11,4 +11,5 @@ build_ablation_report(
     models=dict(snakemake.params.models),  # noqa: F821
     config_hash=snakemake.params.config_hash,  # noqa: F821
     outputs=list(snakemake.output),  # noqa: F821
+    note=snakemake.params.note,  # noqa: F821
 )

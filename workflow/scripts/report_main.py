@@ -13,4 +13,5 @@ build_main_report(
     config_hash=snakemake.params.config_hash,  # noqa: F821
     outputs=list(snakemake.output),  # noqa: F821
     dynamics_files=list(snakemake.input.dynamics),  # noqa: F821
+    note=snakemake.params.note,  # noqa: F821
 )

@@ -57,7 +57,8 @@ def write_correlations(path: Path, frame: pd.DataFrame) -> Path:
 
 
 def build_main_report(out: str, cells: list[str], dynamics_cell: str | None, models: dict, config_hash: str,
-                      outputs: list[str] | None = None, dynamics_files: list[str] | None = None) -> None:
+                      outputs: list[str] | None = None, dynamics_files: list[str] | None = None,
+                      note: str = "") -> None:
     """Table 2, the semantic-drift breakdown, rank truncation, training, RAG (if requested), Figures 1-4 and G.2
     with their correlation data, and index.md under `out`/report.
 
@@ -121,7 +122,8 @@ def build_main_report(out: str, cells: list[str], dynamics_cell: str | None, mod
             log.info("wrote %s", ", ".join(p.name for p in files))
     index = report / "index.md"
     if want(index):
-        made.append(write_index(index, "Main report", out, made, config_hash, collect.provenance_rows(out, cells)))
+        made.append(write_index(index, "Main report", out, made, config_hash, collect.provenance_rows(out, cells),
+                                note=note))
         log.info("wrote %s", index)
     _check_made(wanted, made)
 
@@ -136,8 +138,9 @@ def _figure(make: Callable[[], figures.Plot], stem: Path, corr: Path | None) -> 
 
 
 def build_ablation_report(out: str, cells: list[str], models: dict, config_hash: str,
-                          outputs: list[str] | None = None) -> None:
-    """Table 3 (decoder ablation) and ablation_index.md under `out`/report; outputs as in build_main_report."""
+                          outputs: list[str] | None = None, note: str = "") -> None:
+    """Table 3 (decoder ablation) and ablation_index.md under `out`/report; outputs and note as in
+    build_main_report."""
     report = Path(out) / "report"
     if outputs is None:
         outputs = [str(p) for p in ablation_report_files(out)]
@@ -152,7 +155,7 @@ def build_ablation_report(out: str, cells: list[str], models: dict, config_hash:
     index = report / "ablation_index.md"
     if index.resolve() in wanted:
         made.append(write_index(index, "Decoder ablation report", out, made, config_hash,
-                                collect.provenance_rows(out, cells)))
+                                collect.provenance_rows(out, cells), note=note))
     _check_made(wanted, made)
 
 

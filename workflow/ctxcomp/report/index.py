@@ -41,11 +41,13 @@ def _short(x: object) -> str:
 
 
 def render_index(title: str, out: str | Path, artifacts: Iterable[str | Path], config_hash: str,
-                 provenance: pd.DataFrame, commit: dict | None = None) -> str:
-    """Markdown text of an index (see module docstring). `provenance` is collect.provenance_rows()."""
+                 provenance: pd.DataFrame, commit: dict | None = None, note: str = "") -> str:
+    """Markdown text of an index (see module docstring). `provenance` is collect.provenance_rows(); `note` (the
+    config's report_note) goes under the title."""
     commit = commit if commit is not None else git_commit()
     dirty = commit.get("dirty")
-    lines = [f"# {title}", "", f"- Results directory: `{Path(out).as_posix()}`", f"- Config hash: `{config_hash}`",
+    lines = [f"# {title}", "", *([f"> {note.strip()}", ""] if note.strip() else []),
+             f"- Results directory: `{Path(out).as_posix()}`", f"- Config hash: `{config_hash}`",
              f"- Report commit: `{commit.get('commit', 'unknown')}`"
              + (" (uncommitted changes in the work tree)" if dirty else ""), "", "## Artifacts", "",
              "| path | bytes | sha256 |", "|:--|--:|:--|"]
@@ -67,9 +69,9 @@ def render_index(title: str, out: str | Path, artifacts: Iterable[str | Path], c
 
 
 def write_index(path: str | Path, title: str, out: str | Path, artifacts: Iterable[str | Path], config_hash: str,
-                provenance: pd.DataFrame) -> Path:
+                provenance: pd.DataFrame, note: str = "") -> Path:
     """Write the index Markdown atomically to `path`; returns it."""
-    text = render_index(title, out, artifacts, config_hash, provenance)
+    text = render_index(title, out, artifacts, config_hash, provenance, note=note)
     with atomic_write(path, encoding="utf-8") as fh:
         fh.write(text)
     return Path(path)
