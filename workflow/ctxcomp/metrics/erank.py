@@ -30,9 +30,7 @@ def _as_matrix(z: Any) -> torch.Tensor:
     t = t.detach().to("cpu", torch.float64)
     if t.ndim == 0:
         raise ValueError("effective rank needs at least a (B,) tensor")
-    if t.ndim == 1:
-        t = t.unsqueeze(1)
-    return t.reshape(t.shape[0], -1)
+    return t.reshape(t.shape[0], -1)  # a (B,) vector becomes B x 1
 
 
 def singular_values(z: Any, method: str = "auto") -> torch.Tensor:
@@ -44,9 +42,8 @@ def singular_values(z: Any, method: str = "auto") -> torch.Tensor:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     x = _as_matrix(z)
     b, d = x.shape
-    if method == "auto":
-        method = "qr" if d > b else "svd"
-    if method == "svd" or d <= b:  # with D <= B, R would be D x D: the plain SVD is as cheap
+    # "auto" is "qr" exactly when D > B; with D <= B, R would be D x D: the plain SVD is as cheap
+    if method == "svd" or d <= b:
         return torch.linalg.svdvals(x)
     r = torch.linalg.qr(x.T, mode="r").R  # (B, B): X^T = Q R, so X = R^T Q^T has the singular values of R
     return torch.linalg.svdvals(r)
@@ -55,7 +52,7 @@ def singular_values(z: Any, method: str = "auto") -> torch.Tensor:
 def erank_from_singular_values(sigma: Any) -> float:
     """exp(Shannon entropy) of the singular values normalised to sum 1; 0.0 if they are all zero."""
     s = torch.as_tensor(np.asarray(sigma, dtype=np.float64)) if not isinstance(sigma, torch.Tensor) else sigma
-    s = s.to(torch.float64).clamp_min(0.0)
+    s = s.detach().to(torch.float64).clamp_min(0.0)
     total = float(s.sum())
     if total <= 0.0 or not math.isfinite(total):
         return 0.0 if total == 0.0 else float("nan")

@@ -94,7 +94,7 @@ def is_abstention(pred: str) -> bool:
     text/context/passage" ("The answer is not mentioned in the text."); ABSTENTION_PHRASES count anywhere.
     """
     loose = _loose(pred)
-    if not loose.replace(" ", ""):
+    if not loose:  # _loose collapses whitespace: only an answer without words is empty
         return False
     padded = f" {loose} "
     if any(f" {p} " in padded for p in ABSTENTION_PHRASES):

@@ -33,7 +33,7 @@ def truncate_energy(z: torch.Tensor, energy: float) -> tuple[torch.Tensor, torch
     x = z.detach().to(work_dtype).reshape(-1, *z.shape[-2:])
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     if energy >= 1.0:
-        return z.clone(), _numerical_rank(s).reshape(lead)
+        return z.clone(), _numerical_rank(s, max(z.shape[-2:])).reshape(lead)
     e = s.pow(2)
     total = e.sum(dim=-1, keepdim=True)
     frac = e.cumsum(dim=-1) / total.clamp_min(torch.finfo(work_dtype).tiny)
@@ -76,7 +76,8 @@ def project(rows: torch.Tensor, vh: torch.Tensor, k: int) -> torch.Tensor:
     return ((x @ v.T) @ v).reshape(rows.shape).to(rows.dtype)
 
 
-def _numerical_rank(s: torch.Tensor) -> torch.Tensor:
-    """Number of singular values above the usual numerical-rank tolerance (max sigma * max(M, d) * eps)."""
-    tol = s.amax(dim=-1, keepdim=True) * max(s.shape[-1], 1) * torch.finfo(s.dtype).eps
+def _numerical_rank(s: torch.Tensor, size: int) -> torch.Tensor:
+    """Number of singular values s [N, r] of M x d matrices above the usual numerical-rank tolerance
+    (max sigma * max(M, d) * eps, numpy.linalg.matrix_rank's); size = max(M, d)."""
+    tol = s.amax(dim=-1, keepdim=True) * size * torch.finfo(s.dtype).eps
     return (s > tol).sum(dim=-1)
