@@ -83,9 +83,9 @@ class BackgroundSnakemake:
         """The run's directory once Snakemake has exited 0; AssertionError with its output otherwise."""
         try:
             rc = self.proc.wait(timeout=max(1.0, self.deadline - time.time()))
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as err:
             self.stop()
-            raise AssertionError(f"snakemake {' '.join(self.args)} timed out:\n{self.log.read_text()[-4000:]}")
+            raise AssertionError(f"snakemake {' '.join(self.args)} timed out:\n{self.log.read_text()[-4000:]}") from err
         if rc:
             raise AssertionError(f"snakemake {' '.join(self.args)} failed ({rc}):\n{self.log.read_text()[-8000:]}")
         return self.cwd
