@@ -6,9 +6,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+# the session's background run of the tiny preset (tests/conftest.py starts it, test_pipeline_tiny.py collects it)
+TINY_RUN = pytest.StashKey["BackgroundSnakemake"]()
 
 
 def snakemake_cmd() -> list[str]:
@@ -62,3 +67,34 @@ def copy_repo(dest: Path) -> Path:
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
     return dest
+
+
+class BackgroundSnakemake:
+    """A Snakemake run started now in its own process and collected later by `wait` (output in `log`)."""
+
+    def __init__(self, args: list[str], cwd: Path, log: Path, timeout: int = 3000):
+        self.args, self.cwd, self.log = args, cwd, log
+        self.deadline = time.time() + timeout
+        with open(log, "w") as fh:
+            self.proc = subprocess.Popen(snakemake_cmd() + args, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                         text=True, env=dict(os.environ))
+
+    def wait(self) -> Path:
+        """The run's directory once Snakemake has exited 0; AssertionError with its output otherwise."""
+        try:
+            rc = self.proc.wait(timeout=max(1.0, self.deadline - time.time()))
+        except subprocess.TimeoutExpired as err:
+            self.stop()
+            raise AssertionError(f"snakemake {' '.join(self.args)} timed out:\n{self.log.read_text()[-4000:]}") from err
+        if rc:
+            raise AssertionError(f"snakemake {' '.join(self.args)} failed ({rc}):\n{self.log.read_text()[-8000:]}")
+        return self.cwd
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # Snakemake lets its running jobs finish on SIGTERM
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

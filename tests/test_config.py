@@ -69,8 +69,8 @@ def test_cell_override_changes_only_that_cell(real):
 def test_dry_run_all_plans_27_training_jobs():
     counts = dry_run(["all"])
     assert counts["train_compressor"] == 27
-    assert counts["evaluate_cell"] == 27
-    assert counts["probe_cell"] == 27
+    assert counts["evaluate_cell"] == 27  # evaluation and probes of a cell: one job
+    assert "probe_cell" not in counts
     assert counts["probe_dynamics"] == 1
     assert counts["report_main"] == 1
     assert counts["prepare_qa"] == 2 and counts["generate_questions"] == 2 and counts["prepare_fineweb"] == 1
@@ -86,7 +86,15 @@ def test_dry_run_paper_adds_the_ablation():
 def test_dry_run_single_cell_by_output_path():
     counts = dry_run(["results/paper/eval/llama3-8b-instruct/qwen3-4b/r16/ko_faitheval.json"])
     assert counts["train_compressor"] == 1 and counts["evaluate_cell"] == 1
-    assert "probe_cell" not in counts and "report_main" not in counts
+    assert "probe_dynamics" not in counts and "report_main" not in counts
+
+
+def test_dry_run_single_cell_probes_by_output_path():
+    """A cell's probes come from its evaluation job: asking for them plans that one job (and its training)."""
+    counts = dry_run(["results/paper/probes/llama3-8b-instruct/qwen3-4b/r16/probes.json"])
+    assert counts["train_compressor"] == 1 and counts["evaluate_cell"] == 1
+    assert set(counts) <= {"train_compressor", "evaluate_cell", "prepare_fineweb", "prepare_qa", "generate_questions",
+                           "total"}, counts
 
 
 def test_snakemake_rejects_bad_config_with_the_key(tmp_path):

@@ -1,4 +1,4 @@
-"""Evaluation wiring on a saved (untrained) tiny cell: evaluate_cell, probe_cell and rag_cell write the contract's
+"""Evaluation wiring on a saved (untrained) tiny cell: evaluate_and_probe_cell and rag_cell write the contract's
 files, and every number in them is recomputed here from the per-sample files with independent tools."""
 from __future__ import annotations
 
@@ -71,9 +71,10 @@ def run(tmp_path_factory):
     out = base / "eval"
     outputs = {t: str(out / f"{t}.json") for t in EVAL_TASKS}
     outputs.update({"truncation": str(out / "rank_truncation.json"), "rag": str(out / "rag_musique.json")})
-    results = cell_m.evaluate_cell(es, inputs, outputs)
     probes = {"probes": str(base / "probes" / "probes.json"), "samples": str(base / "probes" / "entropy.samples.jsonl")}
-    cell_m.probe_cell(es, inputs, probes)
+    # the rule's entry: the tasks and the probes from one load of the cell
+    results = cell_m.evaluate_and_probe_cell(es, inputs, {**outputs, "probes": probes["probes"],
+                                                          "probes_samples": probes["samples"]})
     return {"settings": es, "inputs": inputs, "out": out, "results": results, "probes": probes, "faith": faith}
 
 

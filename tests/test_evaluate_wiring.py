@@ -193,6 +193,41 @@ def test_probe_cell_rows_and_means(stubbed, tmp_path, monkeypatch):
     assert got["cell"] == s["cell"] and got["provenance"] == PROV
 
 
+def test_evaluate_and_probe_cell_loads_the_cell_once_for_tasks_and_probes(stubbed, tmp_path, monkeypatch):
+    """The evaluate_cell rule's entry: one load, every task file and both probe files, the tasks seeded first."""
+    loaded, calls, inputs, outputs = stubbed
+    loaded.model = torch.nn.Linear(1, 1)
+    loaded.collate = lambda recs: {"comp_ids": torch.zeros(len(recs), 3)}
+    order = []
+    for name in ("reconstruction", "knowledge_overwriting", "semantic_drift"):
+        fn = getattr(cell_m.tasks, name)
+        monkeypatch.setattr(cell_m.tasks, name, lambda *a, _fn=fn, _n=name, **k: (order.append(_n), _fn(*a, **k))[1])
+
+    def probe_batch(model, batch, chunk):
+        assert model is loaded.model and torch.initial_seed() == 42
+        order.append("probe_batch")
+        return {"erank": 2.5, "batch": 2, "z": torch.zeros(2, 4, 6)}
+
+    def context_entropy(model, collate, texts, max_seg, bs, chunk):
+        assert (model, collate) == (loaded.model, loaded.collate)
+        return [(2.0, 5, 1) for _ in texts]
+
+    monkeypatch.setattr(probes_m, "probe_batch", probe_batch)
+    monkeypatch.setattr(probes_m, "context_entropy", context_entropy)
+    outputs.update({"probes": str(tmp_path / "probes" / "probes.json"),
+                    "probes_samples": str(tmp_path / "probes" / "entropy.samples.jsonl")})
+    got = cell_m.evaluate_and_probe_cell(_settings(), inputs, outputs)
+    assert loaded.calls == [(inputs["model"], None, None, 2)]  # one load serves the tasks and the probes
+    assert got == {"recon_fineweb": 0.31, "ko_faitheval": 0.52, "ko_conflictqa": 0.63, "sd_fineweb": 0.44,
+                   "sd_faitheval": 0.55, "rag_musique": 0.25, "erank": 2.5, "entropy_mean": 2.0}
+    assert order[-1] == "probe_batch" and order.count("probe_batch") == 1  # probes after every task
+    for key in (*EVAL_TASKS, "truncation", "rag"):
+        assert Path(outputs[key]).is_file(), key
+    probes = json.loads(Path(outputs["probes"]).read_text())
+    assert (probes["erank"], probes["entropy_mean"], probes["cell"]) == (2.5, 2.0, _settings()["cell"])
+    assert [r["context_id"] for r in read_jsonl(outputs["probes_samples"])] == ["fw0", "fw1", "fe0", "fe1"]
+
+
 def test_margin():
     assert cell_m._margin({"loglik_sum": [-1.0, -3.0, -2.5], "correct_index": 0}) == 1.5
     assert cell_m._margin({"loglik_sum": [-4.0, -3.0, -2.5], "correct_index": 1}) == -0.5

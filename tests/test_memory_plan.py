@@ -335,12 +335,11 @@ def test_plan_marks_exactly_the_jobs_that_do_not_fit(capsys):
     dyn = [d for d in res["disk"] if d["rule"] == "train_dynamics"]
     steps, every = CONFIG["dynamics"]["max_steps"], CONFIG["dynamics"]["probe_every"]
     assert len(dyn) == 1 and dyn[0]["probe_bytes"] == -(-steps // every) * dyn[0]["weights_bytes"] > 30e9
-    # Qwen3-32B evaluated on one GPU instead of two: its evaluation and probe jobs (82 GB of weights) do not fit
+    # Qwen3-32B evaluated on one GPU instead of two: its evaluation jobs (82 GB of weights) do not fit
     one = "models={qwen3-32b: {eval_resources: {gpu: 1}}}"
     assert plan.main(["all", "--forceall", "--json", "--config", one]) == 0
     res = json.loads(capsys.readouterr().out)["resources"]
-    expected = {f"{rule} {CONFIG['decoder']}/qwen3-32b/r{r}" for rule in ("evaluate_cell", "probe_cell")
-                for r in CONFIG["ratios"]}
+    expected = {f"evaluate_cell {CONFIG['decoder']}/qwen3-32b/r{r}" for r in CONFIG["ratios"]}
     assert set(res["not_fitting"]) == expected
     assert plan.main(["all", "--forceall", "--json", "--config", one, "--gpu-mem", "400"]) == 0
     assert json.loads(capsys.readouterr().out)["resources"]["not_fitting"] == []

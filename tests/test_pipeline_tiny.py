@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ctxcomp.paths import RunPaths
-from snakemake_helpers import copy_repo, job_counts, run_snakemake
+from snakemake_helpers import TINY_RUN, BackgroundSnakemake, copy_repo, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +21,17 @@ FIGURES = ["fig1_centre", "fig2_loss", "fig3a_erank_size", "fig3b_erank_steps", 
 TABLES = ["table2", "sd_breakdown", "table3", "rank_truncation", "rag_musique", "training"]
 
 
+def start_tiny_run(base: Path) -> BackgroundSnakemake:
+    """README command 1 in a copy of the repository under `base`, started now, collected by the fixture."""
+    repo = copy_repo(base / "repo")
+    return BackgroundSnakemake(["--profile", "profiles/tiny", "paper"], cwd=repo, log=base / "snakemake.log")
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    repo = copy_repo(tmp_path_factory.mktemp("repo"))
-    run_snakemake(["--profile", "profiles/tiny", "paper"], cwd=repo, timeout=3000)
-    return repo
+def tiny_run(request, tmp_path_factory) -> Path:
+    # started by conftest.py when the session collected this module: it runs beside the other tests
+    run = request.config.stash.get(TINY_RUN, None) or start_tiny_run(tmp_path_factory.mktemp("tiny"))
+    return run.wait()
 
 
 def test_every_table_and_figure(tiny_run):
@@ -143,5 +149,5 @@ def test_editing_one_cell_reruns_only_that_cell(tiny_run):
     proc = run_snakemake(["--profile", "profiles/tiny", "paper", "-n", "--quiet", "rules"], cwd=tiny_run)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train_compressor"] == 1
-    assert counts["evaluate_cell"] == 1 and counts["probe_cell"] == 1
+    assert counts["evaluate_cell"] == 1 and "probe_dynamics" not in counts
     assert "pretrain_base" not in counts and "prepare_fineweb" not in counts

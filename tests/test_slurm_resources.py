@@ -124,7 +124,7 @@ def test_multi_node_training_asks_for_gpus_on_every_node(jobs):
     assert "mpi" in job.resources
 
 
-@pytest.mark.parametrize("rule", ["evaluate_cell", "probe_cell", "probe_dynamics"])
+@pytest.mark.parametrize("rule", ["evaluate_cell", "probe_dynamics"])
 def test_evaluation_asks_for_its_eval_gpus(jobs, rule):
     for job in (j for j in jobs if j.rule == rule):
         res = CONFIG["models"][job.wildcards["compressor"]]["eval_resources"]

@@ -1,5 +1,7 @@
 # Per cell: reconstruction BLEU, knowledge-overwriting QA (FaithEval, ConflictQA), semantic-drift QA (FineWeb,
-# FaithEval), rank truncation and, when evaluate.rag.enabled, downstream RAG on MuSiQue. One job loads the models once for all of them.
+# FaithEval), rank truncation, when evaluate.rag.enabled downstream RAG on MuSiQue, and the probes of the memory
+# (effective rank of Z, the decoder's teacher-forced entropy: probes/<cell>/). One job per cell loads the models once
+# for all of them: a cell's results depend on that cell's model and settings only.
 
 
 rule evaluate_cell:
@@ -18,6 +20,8 @@ rule evaluate_cell:
         **({"rag": P.eval("rag_musique.json")} if RAG_ENABLED else {}),
         **({"rag_samples": paths.samples_of(P.eval("rag_musique.json"))} if RAG_ENABLED else {}),
         truncation=P.eval("rank_truncation.json"),
+        probes=P.probes("probes.json"),
+        probes_samples=P.probes("entropy.samples.jsonl"),
     params:
         settings=lambda wc: C.eval_settings(config, cell_of(wc)),
     log:

@@ -50,14 +50,32 @@ def _write_task(path: str, task: str, summary: dict, rows: list[dict], params: d
              summary["n"], ctrl)
 
 
-def evaluate_cell(settings: CellEvalSettings | Mapping, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
-    """All Table-2 measurements of one cell, each with its interval and controls, plus rank truncation."""
+def evaluate_and_probe_cell(settings: CellEvalSettings | Mapping, inputs: dict[str, str],
+                            outputs: dict[str, str]) -> dict:
+    """Rule evaluate_cell: every evaluation task and both probes of one cell, its models loaded once.
+
+    outputs: those of evaluate_cell, plus `probes` and `probes_samples` (probe_cell's `probes` and `samples`).
+    The probes run after the tasks, so the tasks see the same seeded RNG as a job of their own.
+    """
+    run = CellEvalSettings.of(settings)
+    loaded = _load(inputs["model"], gpus=run.gpus)
+    results = evaluate_cell(run, inputs, outputs, loaded=loaded)
+    probes = probe_cell(run, inputs, {"probes": outputs["probes"], "samples": outputs["probes_samples"]},
+                        loaded=loaded)
+    return {**results, "erank": probes["erank"], "entropy_mean": probes["entropy_mean"]}
+
+
+def evaluate_cell(settings: CellEvalSettings | Mapping, inputs: dict[str, str], outputs: dict[str, str],
+                  loaded: tuple | None = None) -> dict:
+    """All Table-2 measurements of one cell, each with its interval and controls, plus rank truncation.
+
+    loaded: (model, collate, meta) of this cell from `_load`, when the caller has loaded it already."""
     run = CellEvalSettings.of(settings)
     params = run.to_dict()  # the rule's params: what the results' provenance records and hashes
     ev = run.evaluate
     bs, max_seg, cap = ev.batch_size, run.segment.max_segments, ev.max_records
     torch.manual_seed(run.seed)
-    model, collate, meta = _load(inputs["model"], gpus=run.gpus)
+    model, collate, meta = loaded or _load(inputs["model"], gpus=run.gpus)
     prov = provenance(params)
     prov["model_settings_hash"] = meta["provenance"].get("settings_hash")
     results: dict[str, float] = {}
@@ -91,18 +109,20 @@ def evaluate_cell(settings: CellEvalSettings | Mapping, inputs: dict[str, str], 
     return results
 
 
-def probe_cell(settings: CellEvalSettings | Mapping, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
+def probe_cell(settings: CellEvalSettings | Mapping, inputs: dict[str, str], outputs: dict[str, str],
+               loaded: tuple | None = None) -> dict:
     """erank of Z over a FineWeb batch; teacher-forced entropy per FineWeb chunk and per FaithEval context.
 
     A context's entropy covers the segments its semantic-drift questions are answered from: the first
     `segment.max_segments` compressor segments of the same text (the FineWeb chunk text, the FaithEval context),
     each reconstructed from its own memory, token-weighted over the segments (rows carry `segments`).
+    loaded: as for evaluate_cell.
     """
     from .probes import context_entropy, probe_batch
 
     run = CellEvalSettings.of(settings)
     ev = run.evaluate
-    model, collate, meta = _load(inputs["model"], gpus=run.gpus)
+    model, collate, meta = loaded or _load(inputs["model"], gpus=run.gpus)
     device = next(model.parameters()).device
     fineweb = read_jsonl(inputs["fineweb"])
     faith = [{"id": r["id"], "text": r["context"]} for r in read_jsonl(inputs["faitheval"])]
