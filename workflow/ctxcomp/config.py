@@ -517,6 +517,8 @@ def eval_settings(cfg: dict, cell: Cell) -> dict:
 
 #: Top-level config sections that never change a result: where jobs run.
 _PLACEMENT_SECTIONS = ("slurm",)
+#: Top-level keys that annotate the reports without changing any result (the report rules take them as params).
+_ANNOTATION_KEYS = ("report_note",)
 #: `questions` keys that change how questions are fetched (network, budget, failure threshold), not which
 #: questions come back: read by the job from the config, not its params.
 QUESTION_RUNTIME_KEYS = ("timeout_s", "max_retries", "concurrency", "requests_per_minute", "price_per_mtok",
@@ -542,9 +544,9 @@ def question_params(cfg: dict) -> dict:
 
 def results_hash(cfg: dict) -> str:
     """Hash of the config minus what only decides where and how jobs run (`slurm:`, memory/time limits, runtime
-    train and question keys): reports keyed by it re-run when a result could change, not when a partition is
+    train and question keys) and the report annotations (`report_note`): reports keyed by it re-run when a result could change, not when a partition is
     renamed or a timeout raised."""
-    cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in _PLACEMENT_SECTIONS})
+    cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in (*_PLACEMENT_SECTIONS, *_ANNOTATION_KEYS)})
     tr = cfg.get("train", {})
     for entry in [tr, *(tr.get("cell_overrides") or {}).values()]:
         for key in RUNTIME_TRAIN_KEYS:
