@@ -41,12 +41,12 @@ def test_ci_run_fails_when_slurm_does_not_start_under_ci(tmp_path):
 
 def test_ci_run_carries_on_without_slurm_outside_ci(tmp_path):
     rc, calls, _ = _ci_run(_fake_ci_repo(tmp_path, start_rc=1), ci=None)
-    assert rc == 0 and calls == ["start", "venv pytest"]
+    assert rc == 0 and calls == ["start", "venv bash workflow/tools/lint.sh", "venv pytest"]
 
 
 def test_ci_run_stops_the_cluster_it_started(tmp_path):
     rc, calls, _ = _ci_run(_fake_ci_repo(tmp_path, start_rc=0), ci="true")
-    assert rc == 0 and calls == ["start", "venv pytest", "stop"]
+    assert rc == 0 and calls == ["start", "venv bash workflow/tools/lint.sh", "venv pytest", "stop"]
 
 
 def _pytest_without_slurm(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
@@ -63,6 +63,15 @@ def _pytest_without_slurm(tmp_path: Path, ci: str | None) -> subprocess.Complete
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "-rs", "tests/test_slurm_pipeline.py", "-k", "completes"], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=300)
+
+
+def test_ci_run_fails_on_lint_findings_after_running_the_tests(tmp_path):
+    repo = _fake_ci_repo(tmp_path, start_rc=0)
+    venv = repo / "workflow" / "venv.sh"  # the lint step finds something; the tests pass
+    venv.write_text(venv.read_text() + 'case "$*" in *lint.sh*) exit 3;; esac\n')
+    rc, calls, err = _ci_run(repo, ci="true")
+    assert rc == 3 and calls == ["start", "venv bash workflow/tools/lint.sh", "venv pytest", "stop"], (rc, calls)
+    assert "lint checks failed" in err
 
 
 def test_slurm_tests_fail_under_ci_without_slurm(tmp_path):

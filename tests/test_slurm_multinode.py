@@ -67,11 +67,11 @@ def _sacct(job: str) -> dict[str, dict[str, str]]:
             for r in out.splitlines() if r}
 
 
-def _submit(work: Path, name: str, steps: int, interrupt: bool) -> dict:
+def _submit(work: Path, env_root: Path, name: str, steps: int, interrupt: bool) -> dict:
     log = work / f"{name}.log"
     cmd = ["sbatch", "--parsable", "-p", "gpu", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
            "--cpus-per-task=1", "--mem=2000", "-t", "15", "-J", f"ctxcomp-mn-{name}", "-o", str(log),
-           "--wrap", f"{sys.executable} {work / 'driver.py'} {work / 'env'} {work / 'run'} {steps}"]
+           "--wrap", f"{sys.executable} {work / 'driver.py'} {env_root} {work / 'run'} {steps}"]
     env = subprocess_env()
     job = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, timeout=60).stdout.strip()
     deadline, signalled = time.time() + TIMEOUT_S, False
@@ -105,10 +105,11 @@ def runs(tmp_path_factory):
             pytest.fail(f"CI=true and this test needs two Slurm nodes, but {reason}", pytrace=False)
         pytest.skip(reason)
     work = tmp_path_factory.mktemp("multinode")
-    tiny_env(work / "env")
+    # the session's tiny models: built here unless an earlier module of the session built them elsewhere
+    env_root = tiny_env(work / "env").root
     (work / "driver.py").write_text(DRIVER.format(tests=str(ROOT / "tests"), pkg=str(ROOT / "workflow")))
-    first = _submit(work, "first", STEPS, interrupt=True)
-    second = _submit(work, "second", STEPS, interrupt=False)
+    first = _submit(work, env_root, "first", STEPS, interrupt=True)
+    second = _submit(work, env_root, "second", STEPS, interrupt=False)
     return {"work": work, "first": first, "second": second}
 
 

@@ -544,8 +544,8 @@ def question_params(cfg: dict) -> dict:
 
 def results_hash(cfg: dict) -> str:
     """Hash of the config minus what only decides where and how jobs run (`slurm:`, memory/time limits, runtime
-    train and question keys) and the report annotations (`report_note`): reports keyed by it re-run when a result could change, not when a partition is
-    renamed or a timeout raised."""
+    train and question keys) and the report annotations (`report_note`): reports keyed by it re-run when a result
+    could change, not when a partition is renamed or a timeout raised."""
     cfg = copy.deepcopy({k: v for k, v in cfg.items() if k not in (*_PLACEMENT_SECTIONS, *_ANNOTATION_KEYS)})
     tr = cfg.get("train", {})
     for entry in [tr, *(tr.get("cell_overrides") or {}).values()]:
