@@ -221,12 +221,18 @@ def test_sd_breakdown_matches_the_per_sample_rows(run):
     assert "Answerable" in header and "Unanswerable" in header and "entity list" in header
 
 
-def test_lora_control_difference_and_its_interval(run):
+def _lora_control_table(run):
+    """The LoRA-control table of the fixture run's first pair."""
     lora, full = rf.LORA_PAIRS[0]
     ev = collect.load_eval(run["out"], [lora, full], run["models"])
     frame = compare.lora_control_frame(ev, rf.LORA_PAIRS, collect.TASKS, collect.TASK_LABELS,
                                        lambda c, t: collect.load_samples(run["out"], c, t))
-    t = tables.lora_control_table(frame)
+    return tables.lora_control_table(frame)
+
+
+def test_lora_control_difference_and_its_interval(run):
+    lora, full = rf.LORA_PAIRS[0]
+    t = _lora_control_table(run)
     csv = pd.read_csv(io.StringIO(t.csv))
     assert csv["task"].tolist() == list(collect.TASKS)
     ko = csv[csv["task"] == "ko_faitheval"].iloc[0]
@@ -389,10 +395,7 @@ def test_secondary_tables_layout_caption_label_and_notes(run):
 
 def test_lora_control_table_layout(run):
     lora, full = rf.LORA_PAIRS[0]
-    ev = collect.load_eval(run["out"], [lora, full], run["models"])
-    frame = compare.lora_control_frame(ev, rf.LORA_PAIRS, collect.TASKS, collect.TASK_LABELS,
-                                       lambda c, t: collect.load_samples(run["out"], c, t))
-    t = tables.lora_control_table(frame)
+    t = _lora_control_table(run)
     assert _header(t.md) == ("| Ratio | Family | Size | Task | LoRA | Full FT | LoRA − full | excludes 0 |",
                              "|:--|:--|:--|:--|--:|--:|--:|:-:|")
     assert t.md.startswith("**LoRA against full fine-tuning of the same compressor**")
